@@ -1,0 +1,93 @@
+"""The only place where run and artifact paths are built.
+
+Environment variables:
+- ``SQA_OUTPUTS``: where runs land (default ``<repo>/outputs``).
+- ``SQA_DATA_ROOT``: where real corpora live (paper profile; default ``<repo>/data``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROFILES = ("smoke", "demo", "paper")
+_TAG_OK = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (the folder holding ``pyproject.toml``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_root() -> Path:
+    env = os.environ.get("SQA_OUTPUTS")
+    return Path(env).expanduser().resolve() if env else repo_root() / "outputs"
+
+
+def data_root() -> Path:
+    env = os.environ.get("SQA_DATA_ROOT")
+    return Path(env).expanduser().resolve() if env else repo_root() / "data"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not one of {', '.join(PROFILES)}")
+    return profile
+
+
+def profile_dir(profile: str) -> Path:
+    return outputs_root() / check_profile(profile)
+
+
+def stage_dir(profile: str, stage: str) -> Path:
+    """``outputs/<profile>/<NN_stage>``."""
+    if not re.fullmatch(r"\d\d_[a-z0-9_]+", stage):
+        raise ValueError(f"stage={stage!r} must look like '04_distill'")
+    return profile_dir(profile) / stage
+
+
+def run_dir(profile: str, stage: str, tag: str) -> Path:
+    """``outputs/<profile>/<NN_stage>/<tag>``; the tag is made filesystem-safe."""
+    return stage_dir(profile, stage) / safe_tag(tag)
+
+
+def safe_tag(tag: str) -> str:
+    cleaned = _TAG_OK.sub("-", str(tag)).strip("-.")
+    if not cleaned:
+        raise ValueError(f"run tag {tag!r} has no usable characters")
+    return cleaned
+
+
+def demo_data_dir(profile: str) -> Path:
+    """Where the generated demo/smoke corpora are built."""
+    return profile_dir(profile) / "data"
+
+
+def registry_path() -> Path:
+    return outputs_root() / "registry.jsonl"
+
+
+def portable(path: Path | str) -> str:
+    """A path as stored in run records and manifests' root tables: relative to the outputs
+    folder, the data root or the repo when inside one of them (so records survive a move)."""
+    p = Path(path).resolve()
+    for prefix, base in (("$SQA_OUTPUTS", outputs_root()), ("$SQA_DATA_ROOT", data_root())):
+        if p.is_relative_to(base):
+            return f"{prefix}/{p.relative_to(base).as_posix()}"
+    if p.is_relative_to(repo_root()):
+        return p.relative_to(repo_root()).as_posix()
+    return p.as_posix()
+
+
+def resolve_portable(text: str) -> Path:
+    """Inverse of :func:`portable`."""
+    for prefix, base in (("$SQA_OUTPUTS/", outputs_root()), ("$SQA_DATA_ROOT/", data_root())):
+        if text.startswith(prefix):
+            return base / text[len(prefix):]
+    p = Path(text)
+    return p if p.is_absolute() else repo_root() / p
