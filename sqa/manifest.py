@@ -145,15 +145,19 @@ def validate(df: pd.DataFrame, roots: Mapping[str, Path] | None = None) -> pd.Da
 def _straddling(df: pd.DataFrame, col: str) -> list[str]:
     """Groups of ``col`` that sit in two labeled splits of the same corpus.
 
-    ``sys_id`` is only checked when it is a real group (not the per-clip default ``= utt_id``).
-    ``unlabeled`` rows are ignored: the pool is kept apart by construction, and checking it here
-    would forbid pools that share systems with the labeled corpora.
+    Exempt: the per-clip default ``sys_id = utt_id``; ``unlabeled`` rows (the pool is kept apart
+    by construction); groups whose rows all carry splits published by the corpus itself
+    (``split_official`` true; e.g. BVCC shares systems between its official train and test).
     """
     sub = df[(df["split"] != "unlabeled") & (df[col] != df["utt_id"])]
     if sub.empty:
         return []
-    n = sub.groupby(["corpus", col])["split"].nunique()
-    return [f"{c}/{g}" for (c, g) in n[n > 1].index]
+    official = sub["split_official"].fillna(False).astype(bool) if "split_official" in sub else False
+    keys = ["corpus", col]
+    n = sub.groupby(keys)["split"].nunique()
+    ours = sub.assign(_ours=~official).groupby(keys)["_ours"].any()
+    bad = n[(n > 1) & ours.reindex(n.index)]
+    return [f"{c}/{g}" for (c, g) in bad.index]
 
 
 def read(path: Path | str) -> pd.DataFrame:
@@ -223,43 +227,64 @@ def merge(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return coerce(pd.concat(frames, ignore_index=True, sort=False))
 
 
-def assign_splits(df: pd.DataFrame, dev_frac: float = 0.1, test_frac: float = 0.0,
-                  seed: int = 0, group: str = "source_id") -> pd.DataFrame:
-    """Fill missing splits per corpus, grouped so that no ``group`` straddles two splits.
+def split_groups(df: pd.DataFrame) -> pd.Series:
+    """Per row, a group label such that no ``source_id`` and no ``sys_id`` crosses two groups:
+    the connected components of the clip-source-system graph (union-find), per corpus."""
+    parent: dict[str, str] = {}
 
-    Rows whose ``split`` is already set (official splits as published) are kept. Unset rows of a
-    group that already has a split join that split. Remaining groups are shuffled with ``seed``
-    and dealt to dev/test until each reaches its fraction of the corpus's clips; the rest is train.
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for corpus, src, sys_id, utt in zip(df["corpus"], df["source_id"], df["sys_id"], df["utt_id"]):
+        a = find(f"{corpus}\0src\0{src}")
+        if sys_id != utt:
+            parent[find(f"{corpus}\0sys\0{sys_id}")] = a
+    return pd.Series([find(f"{c}\0src\0{s}") for c, s in zip(df["corpus"], df["source_id"])],
+                     index=df.index)
+
+
+def assign_splits(df: pd.DataFrame, dev_frac: float = 0.1, test_frac: float = 0.0,
+                  seed: int = 0) -> pd.DataFrame:
+    """Fill missing splits per corpus so that no source and no system straddles two splits.
+
+    Rows whose ``split`` is already set (official splits as published) are kept, and rows of the
+    same group (:func:`split_groups`) join them. Remaining groups are shuffled with ``seed`` and
+    dealt to dev/test until each reaches its fraction of the corpus's open clips; the rest is
+    train. Rows that had a split beforehand are marked ``split_official``.
     """
     if not 0 <= dev_frac < 1 or not 0 <= test_frac < 1 or dev_frac + test_frac >= 1:
         raise ValueError(f"dev_frac={dev_frac} and test_frac={test_frac} must be in [0,1) with sum < 1")
     out = df.copy()
     out["split"] = out["split"].where(out["split"].notna() & (out["split"].astype(str) != ""), None)
+    official = out["split_official"].fillna(False).astype(bool) if "split_official" in out else False
+    out["split_official"] = out["split"].notna() | official
+    group = split_groups(out)
     rng = np.random.default_rng(seed)
     for corpus in sorted(out["corpus"].unique()):
         in_c = out["corpus"] == corpus
-        known = out[in_c & out["split"].notna()].groupby(group)["split"].first()
+        known = out[in_c & out["split"].notna()].groupby(group[in_c])["split"].first()
         open_rows = in_c & out["split"].isna()
-        inherit = out.loc[open_rows, group].map(known)
-        out.loc[inherit.dropna().index, "split"] = inherit.dropna()
+        inherit = group[open_rows].map(known).dropna()
+        out.loc[inherit.index, "split"] = inherit
         open_rows = in_c & out["split"].isna()
         if not open_rows.any():
             continue
-        sizes = out[open_rows].groupby(group).size()
-        groups = sorted(sizes.index.astype(str))
-        order = rng.permutation(len(groups))
+        sizes = group[open_rows].value_counts().sort_index()
+        order = rng.permutation(len(sizes))
         n_total = int(open_rows.sum())
         target = {"dev": dev_frac * n_total, "test": test_frac * n_total}
         filled = {"dev": 0, "test": 0}
         assignment: dict[str, str] = {}
-        by_name = dict(zip(sizes.index.astype(str), sizes.values))
         for i in order:
-            g = groups[i]
+            g, size = sizes.index[i], int(sizes.iloc[i])
             split = next((s for s in ("dev", "test") if filled[s] < target[s]), "train")
             if split != "train":
-                filled[split] += by_name[g]
+                filled[split] += size
             assignment[g] = split
-        out.loc[open_rows, "split"] = out.loc[open_rows, group].astype(str).map(assignment)
+        out.loc[open_rows, "split"] = group[open_rows].map(assignment)
     return coerce(out)
 
 

@@ -122,3 +122,23 @@ def test_summary_counts_splits():
     s = manifest.summary(df).iloc[0]
     assert (s["clips"], s["train"], s["dev"], s["test"]) == (6, 2, 1, 3)
     assert s["hours"] == pytest.approx(12 / 3600)
+
+
+def test_assign_splits_keeps_systems_and_sources_together():
+    n = 120
+    df = rows(n, split=[None] * n)
+    df["source_id"] = [f"src{i % 30}" for i in range(n)]
+    df["sys_id"] = [f"sys{i // 10}" for i in range(n)]  # 12 systems, each over 10 sources
+    out = manifest.assign_splits(df, dev_frac=0.3, seed=0)
+    assert out.groupby("source_id")["split"].nunique().max() == 1
+    assert out.groupby("sys_id")["split"].nunique().max() == 1
+    manifest.validate(out)
+
+
+def test_official_splits_may_share_systems():
+    df = rows(split=["train", "train", "train", "test", "test", "test"])
+    df["sys_id"] = ["s1", "s2", "s3", "s1", "s2", "s3"]
+    with pytest.raises(ManifestError, match="sys_id spanning two splits"):
+        manifest.validate(df)
+    df["split_official"] = True
+    manifest.validate(df)

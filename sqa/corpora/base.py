@@ -70,7 +70,7 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     ``rows`` needs ``path`` (relative to ``root``) and ``mos_raw``; optional: ``utt_id``,
     ``split``, ``sys_id``, ``source_id``, ``mos_std_raw``, ``n_votes`` and extras. Rows whose
     rating is not a number, out of the scale, or whose audio is missing or unreadable are
-    skipped, each with a reason.
+    skipped, each with a reason. Splits given here count as published (``split_official``).
     """
     rows = rows.reset_index(drop=True).copy()
     rows["path"] = rows["path"].astype(str).str.replace("\\", "/", regex=False)
@@ -79,6 +79,7 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     for col in ("split", "sys_id", "source_id"):
         if col not in rows:
             rows[col] = None
+    rows["split_official"] = rows["split"].notna()
     rows["sys_id"] = rows["sys_id"].where(rows["sys_id"].notna(), rows["utt_id"]).astype(str)
     rows["source_id"] = rows["source_id"].where(rows["source_id"].notna(), rows["utt_id"]).astype(str)
     rows["corpus"] = corpus
