@@ -1,0 +1,1 @@
+"""Model definitions: SQA heads, teacher, students, baselines, checkpoints."""

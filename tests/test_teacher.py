@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from sqa.models import checkpoint
+from sqa.models.teacher import SslFeatures, TeacherConfig, XlsrTeacher, parse_name, tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return tiny_backbone(tmp_path_factory.mktemp("w2v2") / "tiny", seed=0, layers=4)
+
+
+def wave(n=2, seconds=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(16000 * seconds)) / 16000
+    return 0.3 * torch.sin(2 * np.pi * 220 * t) * torch.rand(n, 1, generator=g) + 0.01 * torch.randn(n, t.numel(), generator=g)
+
+
+def test_parse_name():
+    assert parse_name("xlsr-2b-l10") == ("facebook/wav2vec2-xls-r-2b", [10])
+    assert parse_name("xlsr-300m-l5+21") == ("facebook/wav2vec2-xls-r-300m", [5, 21])
+    with pytest.raises(ValueError, match="xlsr-<300m|1b|2b>"):
+        parse_name("xlsr-3b-l10")
+
+
+@pytest.mark.parametrize("layer", [0, 1, 3])
+def test_block_outputs_equal_hidden_states_of_the_full_model(backbone, layer):
+    from transformers import Wav2Vec2Model
+
+    full = Wav2Vec2Model.from_pretrained(str(backbone)).eval()
+    feats = SslFeatures(backbone, [layer] if layer else [0]).eval()
+    x = wave(1)
+    with torch.no_grad():
+        norm = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-7)
+        ref = full(norm, output_hidden_states=True).hidden_states[layer]
+        ours = feats(x)[0]
+    assert len(feats.model.encoder.layers) == max(layer, 1)
+    assert ours.shape == ref.shape and abs(ours.shape[1] - 150) <= 2  # 50 frames/s
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_forward_fusion_and_checkpoint_round_trip(backbone, tmp_path):
+    teacher = XlsrTeacher(TeacherConfig(str(backbone), [2, 4], head={"dim_transformer": 16, "n_layers": 1}))
+    teacher.eval()
+    x = wave(2, seconds=9.0)  # longer than 384 frames: windowed
+    with torch.no_grad():
+        mos = teacher(x)
+    assert mos.shape == (2,) and torch.all((mos >= 1) & (mos <= 5))
+    assert teacher.head.config.fusion and teacher.head.config.dim_input == 32
+    path = checkpoint.save(tmp_path / "t.safetensors", teacher, "xlsr-teacher", teacher.checkpoint_config())
+    loaded, info = checkpoint.load(path)
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), mos)
+    assert info.arch == "xlsr-teacher"
+
+
+def test_frozen_backbone_and_finetune_top(backbone):
+    t = XlsrTeacher(TeacherConfig(str(backbone), [3]))
+    trainable = {n for n, p in t.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head.") for n in trainable)
+    t2 = XlsrTeacher(TeacherConfig(str(backbone), [3], finetune_top=1))
+    assert any(n.startswith("features.model.encoder.layers.2.") for n, p in t2.named_parameters() if p.requires_grad)
+    assert not any(n.startswith("features.model.encoder.layers.1.") for n, p in t2.named_parameters() if p.requires_grad)
+
+
+def test_too_high_layer_is_named(backbone):
+    with pytest.raises(ValueError, match="layer 9 requested but .* has 4 encoder blocks"):
+        SslFeatures(backbone, [9])
