@@ -1,0 +1,330 @@
+"""Audio I/O: read any soundfile-readable clip as mono float32 at a target rate, and write clips.
+
+Policies (each one tested in ``tests/test_audio.py``):
+
+- **Reading** uses soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, AIFF, ...). Integer PCM
+  (16/24/32 bit) is scaled to float32 in [-1, 1); float files are returned as stored (a float file
+  may hold samples beyond ±1: they are not clipped, since clipping would change the signal).
+  Resampling can overshoot ±1 slightly near full-scale transients.
+- **Multichannel** audio is downmixed to mono as the plain mean of all channels.
+- **Resampling** uses ``torchaudio.functional.resample`` with its defaults (windowed sinc); torch is
+  imported only when the file's rate differs from the target. Long files are resampled block by
+  block with enough context on both sides of each block that the result equals resampling the
+  whole signal at once (up to float rounding).
+- **Memory**: files are always decoded block by block (``BLOCK_SECONDS``), so ``load`` needs the
+  output array plus one decoded block, and ``iter_blocks`` needs one block, however long the file
+  (plus torch's temporary convolution buffers for that block, a few times its size).
+- **Errors** are all :class:`AudioError` (a ``ValueError``), and each message starts with the file:
+  missing file, not a regular file, unrecognised or corrupt header, 0 frames, undecodable or
+  truncated data (header promises more frames than the file holds), NaN/inf samples
+  (with their count), unsupported ``target_sr``, bad ``max_seconds``/``block_seconds``.
+  A NaN/inf check covers the whole file; ``iter_blocks`` raises when it reaches the first bad block
+  (after yielding the clean blocks before it), counting the bad samples of the whole file.
+- **Silence** is not an error: an all-zero file loads as zeros; callers decide with
+  :func:`is_silent`.
+- **Writing** (:func:`save`) is atomic and refuses NaN/inf and, for integer PCM subtypes, samples
+  beyond ±1 (which would wrap around instead of clipping).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import soundfile as sf
+
+from sqa.atomic import atomic_path
+
+TARGET_SR = 16000
+MIN_SR = 8000
+MAX_SR = 192000
+BLOCK_SECONDS = 10.0
+
+_LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample defaults, used to size block context
+_ROLLOFF = 0.99
+
+
+class AudioError(ValueError):
+    """Unreadable, empty or invalid audio; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of an audio file (nothing is decoded)."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    format: str
+    subtype: str
+
+
+def info(path: Path | str) -> AudioInfo:
+    """Read only the header of ``path``. A file with 0 frames is reported, not rejected."""
+    with _open(path) as f:
+        return AudioInfo(
+            path=Path(path),
+            sample_rate=f.samplerate,
+            channels=f.channels,
+            frames=f.frames,
+            duration=f.frames / f.samplerate,
+            format=f.format,
+            subtype=f.subtype,
+        )
+
+
+def load(path: Path | str, target_sr: int = TARGET_SR, *, max_seconds: float | None = None) -> np.ndarray:
+    """Read ``path`` as mono float32 at ``target_sr`` (channels averaged).
+
+    ``max_seconds`` keeps only the first ``max_seconds`` of the file (the rest is never decoded).
+    Memory stays at the output size plus one decoded block of ``BLOCK_SECONDS``.
+    """
+    path = Path(path)
+    target_sr = _check_sr(path, target_sr)
+    with _open(path) as f:
+        frames = _frames_to_read(path, f, max_seconds)
+        out = np.empty(_resampled_length(frames, f.samplerate, target_sr), dtype=np.float32)
+        pos = 0
+        for block in _mono_blocks(path, f, frames, BLOCK_SECONDS, target_sr):
+            out[pos : pos + len(block)] = block
+            pos += len(block)
+    if pos != len(out):
+        raise AudioError(f"{path}: decoded {pos} samples, expected {len(out)} from the header")
+    return out
+
+
+def iter_blocks(
+    path: Path | str,
+    block_seconds: float = BLOCK_SECONDS,
+    target_sr: int = TARGET_SR,
+    *,
+    max_seconds: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield consecutive mono float32 blocks of ``path`` at ``target_sr``, about ``block_seconds`` each.
+
+    Only one block (plus resampling context) is decoded at a time. The concatenated blocks equal
+    :func:`load` of the same file.
+    """
+    path = Path(path)
+    target_sr = _check_sr(path, target_sr)
+    if not (isinstance(block_seconds, numbers.Real) and math.isfinite(block_seconds) and block_seconds > 0):
+        raise AudioError(f"{path}: block_seconds must be a positive number, got {block_seconds!r}")
+    with _open(path) as f:
+        frames = _frames_to_read(path, f, max_seconds)
+        yield from _mono_blocks(path, f, frames, block_seconds, target_sr)
+
+
+def save(path: Path | str, x: np.ndarray, sr: int = TARGET_SR, subtype: str | None = None) -> Path:
+    """Write ``x`` (mono ``(n,)`` or ``(n, channels)``) atomically; the format follows the suffix.
+
+    ``subtype=None`` takes the format's default (PCM_16 for WAV and FLAC, VORBIS for OGG).
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise AudioError(f"{path}: cannot tell the audio format from suffix {path.suffix!r}")
+    subtype = subtype or sf.default_subtype(fmt)
+    if not sf.check_format(fmt, subtype):
+        raise AudioError(
+            f"{path}: subtype {subtype!r} is not valid for {fmt}; choose one of {sorted(sf.available_subtypes(fmt))}"
+        )
+    if not (isinstance(sr, numbers.Integral) and sr > 0):
+        raise AudioError(f"{path}: sample rate must be a positive integer, got {sr!r}")
+    x = np.asarray(x)
+    if x.ndim not in (1, 2) or x.shape[0] == 0:
+        raise AudioError(f"{path}: expected a non-empty (n,) or (n, channels) array, got shape {x.shape}")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        if bad:
+            raise AudioError(f"{path}: refusing to write {bad} NaN/inf samples")
+        peak = float(np.max(np.abs(x)))
+        if peak > 1.0 and subtype not in ("FLOAT", "DOUBLE"):
+            raise AudioError(f"{path}: peak {peak:.4g} exceeds 1.0 and would wrap around in {subtype}")
+    with atomic_path(path) as tmp:
+        sf.write(tmp, x, sr, subtype=subtype, format=fmt)
+    return path
+
+
+def is_silent(x: np.ndarray, threshold_db: float = -60.0) -> bool:
+    """True if the RMS level of ``x`` is below ``threshold_db`` dBFS (an empty array is silent)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return True
+    rms = math.sqrt(float(np.mean(np.square(x))))
+    return rms == 0.0 or 20.0 * math.log10(rms) < threshold_db
+
+
+def crop_or_pad(
+    x: np.ndarray,
+    n: int,
+    mode: Literal["center", "start", "random"] = "center",
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Return a new array of exactly ``n`` samples: a crop of ``x`` or ``x`` padded with zeros.
+
+    ``center`` takes/places ``x`` in the middle, ``start`` keeps the beginning (pads at the end),
+    ``random`` picks the offset with ``rng`` (required, so results are reproducible).
+    """
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"crop_or_pad: x must be 1-D, got shape {x.shape}")
+    if not (isinstance(n, numbers.Integral) and n > 0):
+        raise ValueError(f"crop_or_pad: n must be a positive integer, got {n!r}")
+    if mode not in ("center", "start", "random"):
+        raise ValueError(f"crop_or_pad: mode must be 'center', 'start' or 'random', got {mode!r}")
+    if mode == "random" and rng is None:
+        raise ValueError("crop_or_pad: mode='random' needs rng (a numpy Generator)")
+    slack = abs(len(x) - n)
+    if mode == "random":
+        offset = int(rng.integers(0, slack + 1))
+    else:
+        offset = slack // 2 if mode == "center" else 0
+    if len(x) >= n:
+        return x[offset : offset + n].copy()
+    out = np.zeros(n, dtype=x.dtype)
+    out[offset : offset + len(x)] = x
+    return out
+
+
+def segment(x: np.ndarray, n: int, hop: int) -> np.ndarray:
+    """Cut ``x`` into windows of ``n`` samples, shape ``(n_windows, n)``, covering the whole clip.
+
+    Like DistillMOS: a clip shorter than ``n`` is zero-padded at the end into one window; otherwise
+    ``ceil((len - n) / hop) + 1`` windows start at ``linspace(0, 1, k) * (len - n)`` (truncated),
+    so the first starts at 0, the last ends at the clip's end, and no step exceeds ``hop``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"segment: x must be 1-D, got shape {x.shape}")
+    if not (isinstance(n, numbers.Integral) and n > 0):
+        raise ValueError(f"segment: n must be a positive integer, got {n!r}")
+    if not (isinstance(hop, numbers.Integral) and 0 < hop <= n):
+        raise ValueError(f"segment: hop must be an integer in 1..n={n} (larger hops leave gaps), got {hop!r}")
+    if len(x) <= n:
+        return crop_or_pad(x, n, "start")[None, :]
+    over = len(x) - n
+    k = math.ceil(over / hop) + 1
+    starts = (np.linspace(0.0, 1.0, k) * over).astype(np.int64)
+    return np.stack([x[s : s + n] for s in starts])
+
+
+def _open(path: Path | str) -> sf.SoundFile:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file")
+    try:
+        return sf.SoundFile(path)
+    except RuntimeError as e:
+        raise AudioError(f"{path}: unrecognised or corrupt audio header ({e})") from e
+
+
+def _check_sr(path: Path, target_sr: object) -> int:
+    if isinstance(target_sr, float) and target_sr.is_integer():
+        target_sr = int(target_sr)
+    if isinstance(target_sr, bool) or not isinstance(target_sr, numbers.Integral) or not MIN_SR <= target_sr <= MAX_SR:
+        raise AudioError(f"{path}: unsupported target_sr {target_sr!r}; use an integer in {MIN_SR}..{MAX_SR} Hz")
+    return int(target_sr)
+
+
+def _frames_to_read(path: Path, f: sf.SoundFile, max_seconds: float | None) -> int:
+    if f.frames == 0:
+        raise AudioError(f"{path}: empty audio (0 frames)")
+    if max_seconds is None:
+        return f.frames
+    if not (isinstance(max_seconds, numbers.Real) and math.isfinite(max_seconds) and max_seconds > 0):
+        raise AudioError(f"{path}: max_seconds must be a positive number, got {max_seconds!r}")
+    return min(f.frames, max(1, round(max_seconds * f.samplerate)))
+
+
+def _resampled_length(frames: int, sr: int, target_sr: int) -> int:
+    g = math.gcd(sr, target_sr)
+    return -(-frames * (target_sr // g) // (sr // g))
+
+
+def _mono_blocks(path: Path, f: sf.SoundFile, frames: int, block_seconds: float, target_sr: int) -> Iterator[np.ndarray]:
+    """Decode ``frames`` frames of ``f`` block by block, downmix, resample with context, yield."""
+    sr = f.samplerate
+    g = math.gcd(sr, target_sr)
+    up, down = target_sr // g, sr // g
+    # Blocks start at multiples of `down`, so each block's output grid is the whole signal's grid.
+    # Context of `ctx` input frames on each side covers the sinc kernel (width + down frames).
+    width = math.ceil(_LOWPASS_FILTER_WIDTH * down / (min(up, down) * _ROLLOFF))
+    ctx = 0 if sr == target_sr else down * math.ceil((width + down) / down)
+    block = down * max(1, round(block_seconds * sr / down))
+    for start in range(0, frames, block):
+        stop = min(start + block, frames)
+        lo, hi = max(0, start - ctx), min(frames, stop + ctx)
+        raw = _read(path, f, lo, hi - lo)
+        if not np.isfinite(raw).all():
+            _raise_nonfinite(path, f, frames, lo, block)
+        mono = raw[:, 0] if raw.shape[1] == 1 else raw.mean(axis=1, dtype=np.float32)
+        del raw
+        if sr == target_sr:
+            yield mono
+            continue
+        y = _resample(mono, sr, target_sr)
+        first = (start - lo) // down * up
+        n_out = (stop - start) // down * up if stop < frames else _resampled_length(stop - start, sr, target_sr)
+        yield y[first : first + n_out]
+
+
+def _read(path: Path, f: sf.SoundFile, start: int, n: int) -> np.ndarray:
+    """Frames ``start .. start + n`` of ``f`` as float32 ``(n, channels)``."""
+    try:
+        f.seek(start)
+        raw = f.read(n, dtype="float32", always_2d=True)
+    except RuntimeError as e:
+        raise AudioError(f"{path}: cannot decode frames {start}..{start + n} of {f.frames} ({e})") from e
+    if len(raw) != n:
+        raise AudioError(f"{path}: file ends after {start + len(raw)} frames, header promised {f.frames}")
+    return raw
+
+
+def _resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    import torch
+    import torchaudio.functional
+
+    with torch.inference_mode():
+        return torchaudio.functional.resample(torch.from_numpy(x), sr, target_sr).numpy()
+
+
+def _raise_nonfinite(path: Path, f: sf.SoundFile, frames: int, start: int, block: int) -> None:
+    """Count NaN/inf samples from ``start`` to ``frames`` (block by block) and raise."""
+    n_nan = n_inf = 0
+    first: int | None = None
+    for pos in range(start, frames, block):
+        raw = _read(path, f, pos, min(block, frames - pos))
+        nan, inf = np.isnan(raw), np.isinf(raw)
+        n_nan += int(np.count_nonzero(nan))
+        n_inf += int(np.count_nonzero(inf))
+        if first is None and (nan.any() or inf.any()):
+            first = pos + int(np.flatnonzero((nan | inf).any(axis=1))[0])
+    raise AudioError(
+        f"{path}: {n_nan + n_inf} non-finite samples ({n_nan} NaN, {n_inf} inf), first at frame {first} "
+        f"({first / f.samplerate:.3f} s)"
+    )
+
+
+__all__ = [
+    "AudioError",
+    "AudioInfo",
+    "BLOCK_SECONDS",
+    "MAX_SR",
+    "MIN_SR",
+    "TARGET_SR",
+    "crop_or_pad",
+    "info",
+    "is_silent",
+    "iter_blocks",
+    "load",
+    "save",
+    "segment",
+]
