@@ -832,7 +832,7 @@ class ChainSampler:
     def _draw_noise(self, g: np.random.Generator, kinds: Sequence[str] = _NOISE_KINDS,
                     snr: tuple[float, float] = (-5.0, 40.0)) -> list[Degradation]:
         kind = kinds[int(g.integers(len(kinds)))]
-        snr_db = _r(g.uniform(*snr), 1)
+        snr_db = _r(_skewed(g, snr[1], snr[0]), 1)
         if kind == "babble":
             n = int(g.integers(3, 9))
             if self.pool_ids:
@@ -851,12 +851,12 @@ class ChainSampler:
         return [{"white": WhiteNoise, "pink": PinkNoise, "brown": BrownNoise}[kind](snr_db)]
 
     def _draw_reverb(self, g: np.random.Generator) -> list[Degradation]:
-        rt60 = _r(g.uniform(0.2, 1.5))
+        rt60 = _r(_skewed(g, 0.2, 1.5))
         for _ in range(1000):
             room = (_r(g.uniform(3.0, 10.0)), _r(g.uniform(2.5, 8.0)), _r(g.uniform(2.4, 4.0)))
             mic = (_r(g.uniform(0.5, room[0] - 0.5)), _r(g.uniform(0.5, room[1] - 0.5)),
                    _r(g.uniform(1.0, 1.8)))
-            dist, az = g.uniform(0.5, 3.5), g.uniform(0, 2 * np.pi)
+            dist, az = _skewed(g, 0.3, 3.5), g.uniform(0, 2 * np.pi)
             src = (_r(mic[0] + dist * np.cos(az)), _r(mic[1] + dist * np.sin(az)),
                    _r(g.uniform(1.2, 1.9)))
             if not all(0.3 <= s <= d - 0.3 for s, d in zip(src, room)):
@@ -898,7 +898,7 @@ class ChainSampler:
         return []
 
     def _draw_loss(self, g: np.random.Generator) -> list[Degradation]:
-        rate = _r(g.uniform(0.02, 0.3), 3)
+        rate = _r(_skewed(g, 0.01, 0.3), 3)
         conceal = ["zero", "repeat"][int(g.integers(2))]
         if g.random() < 0.5:
             return [PacketLoss(rate, "bernoulli", 1.0, conceal)]
@@ -907,15 +907,22 @@ class ChainSampler:
     def _draw_clip(self, g: np.random.Generator) -> list[Degradation]:
         kind = int(g.integers(3))
         if kind == 0:
-            return [Clipping(_r(g.uniform(0.05, 0.6), 3))]
+            return [Clipping(_r(_skewed(g, 0.6, 0.05), 3))]
         if kind == 1:
-            return [Quantize(int(g.integers(4, 9)))]
+            return [Quantize(int(g.integers(4, 11)))]
         return [Gain(_r(g.uniform(-30.0, 15.0), 1))]
 
     def _draw_enhance(self, g: np.random.Generator) -> list[Degradation]:
         noise = self._draw_noise(g, _ENHANCE_NOISES, (0.0, 20.0))
         return noise + [SpectralSubtraction(_r(g.uniform(1.5, 5.0)), _r(g.uniform(0.002, 0.05), 4),
                                             _r(g.uniform(0.05, 0.2), 3))]
+
+
+def _skewed(g: np.random.Generator, mild: float, severe: float) -> float:
+    """A value between ``mild`` and ``severe``, drawn with most mass near ``mild``: objective
+    scores fall steeply with severity (PESQ is near its floor below 10 dB SNR), so a uniform
+    draw would pile the labels up at the bottom of the scale."""
+    return float(mild + (severe - mild) * g.random() ** 2)
 
 
 def sample_chain(rng: np.random.Generator | int, families: Sequence[str] = FAMILIES,
