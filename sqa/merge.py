@@ -25,10 +25,10 @@ class MergeResult:
 
 
 def parse_spec(spec: str, data_root: Path) -> tuple[str, Path]:
-    """``adapter`` or ``adapter=folder`` (folder relative to ``data_root`` unless absolute)."""
+    """``adapter`` or ``adapter:folder`` (folder relative to ``data_root`` unless absolute)."""
     from . import corpora
 
-    name, _, folder = spec.partition("=")
+    name, _, folder = spec.partition(":")
     name = name.strip()
     if name not in corpora.names():
         raise ValueError(f"corpus spec {spec!r}: unknown adapter {name!r}; known: {', '.join(corpora.names())}")

@@ -5,20 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import paths
+from .corpora import demo
 
 #: demo corpora, one per degradation family, plus the unlabeled pool (built by sqa.corpora.demo)
-DEMO_CORPORA = [f"demo={name}" for name in
-                ("demo-noise", "demo-reverb", "demo-codec", "demo-loss", "demo-mixed", "demo-pool")]
+DEMO_CORPORA = [f"{demo.NAME}:{name}" for name in (*demo.CORPORA, demo.POOL)]
 
-#: real corpora under SQA_DATA_ROOT: adapter=folder (the folder as its distributors unpack it)
+#: real corpora under SQA_DATA_ROOT: adapter:folder (the folder as its distributors unpack it)
 PAPER_CORPORA = [
-    "nisqa=NISQA_Corpus",
-    "conferencingspeech=ConferencingSpeech2022",
-    "bvcc=BVCC",
-    "tcd-voip=TCD-VOIP",
-    "genspeech=GenSpeech",
-    "dns-challenge=DNS-P835",
-    "plc-challenge=PLC-Challenge",
+    "nisqa:NISQA_Corpus",
+    "conferencingspeech:ConferencingSpeech2022",
+    "bvcc:BVCC",
+    "tcd-voip:TCD-VOIP",
+    "genspeech:GenSpeech",
+    "dns-challenge:DNS-P835",
+    "plc-challenge:PLC-Challenge",
 ]
 
 

@@ -155,6 +155,17 @@ def _quantize16(x: np.ndarray) -> np.ndarray:
     return (np.clip(np.round(x * 32767.0), -32768, 32767) / 32767.0).astype(np.float32)
 
 
+def _condition(step) -> str:
+    """A condition name for one step, coarse enough to group clips into systems."""
+    if step.name == "codec":
+        return f"codec-{step.codec}"
+    if step.name == "reverb":
+        return f"reverb-rt{round(step.rt60_s * 4) / 4:.2f}"
+    if step.family == "noise":
+        return f"{step.name}-snr{10 * round(step.snr_db / 10)}"
+    return step.name
+
+
 def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int) -> dict:
     """Degrade one clip, label it with PESQ-WB, save wav then json; returns the json record."""
     from .. import audio, degrade, labels
@@ -178,7 +189,7 @@ def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int) -> di
     result = labels.pesq_wb_result(ref, deg, SR, clip_id=clip)
     audio.save(wav, deg, SR, subtype="PCM_16")
     record = {"clip": clip, "corpus": corpus, "source": source, "chain": chain.to_json(),
-              "condition": "+".join(step.name for step in chain.steps) or "clean",
+              "condition": "+".join(_condition(step) for step in chain.steps) or "clean",
               "pesq_wb": None if np.isnan(result.score) else round(float(result.score), 4),
               "skip_reason": result.skip_reason, "codec_skipped": dict(skipped)}
     atomic.write_json(meta, record)

@@ -1,0 +1,84 @@
+"""The whole notebook chain in the smoke profile, executed with papermill through `sqa run`.
+
+Asserts on files and metrics the stages write, not on notebook internals.
+"""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sqa import manifest, notebooks, runs
+
+pytestmark = pytest.mark.slow
+
+
+def sqa_run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sqa.cli", "run", *args, "-q"], capture_output=True,
+                          text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Run every stage once (smoke profile) into a private outputs folder."""
+    import os
+
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "SQA_OUTPUTS": str(out)}
+    results = {}
+    for stage in notebooks.stages():
+        res = sqa_run(stage, "-p", "profile", "smoke", env=env)
+        results[stage] = res
+        assert res.returncode == 0, f"{stage} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return out, results
+
+
+def run_dir(out, stage):
+    rows = [json.loads(line) for line in (out / "registry.jsonl").read_text().splitlines()]
+    return out / [r for r in rows if r["stage"] == stage][-1]["dir"].removeprefix("$SQA_OUTPUTS/")
+
+
+def test_01_writes_a_validated_manifest_and_statistics(chain):
+    out, _ = chain
+    d = run_dir(out, "01_merge_datasets")
+    df = manifest.read(d / "manifest.parquet")
+    assert set(df["split"]) >= {"train", "dev", "test", "unlabeled"}
+    assert df["corpus"].nunique() >= 5
+    stats = pd.read_csv(d / "corpus_stats.csv")
+    assert stats["clips"].sum() == len(df)
+    assert (d / "mos_histograms.png").stat().st_size > 1000
+    assert (d / "notebook.ipynb").is_file() and (d / "env.json").is_file()
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["clips"] == len(df) and "skipped_by_reason" in m
+
+
+def test_typo_in_a_parameter_fails_naming_it(tmp_path):
+    res = sqa_run("01_merge_datasets", "-p", "profle", "smoke")
+    assert res.returncode == 2
+    assert "unknown parameter 'profle'" in res.stderr and "did you mean 'profile'" in res.stderr
+
+
+def test_papermill_from_another_folder_writes_to_the_same_outputs(chain, tmp_path):
+    import os
+
+    out, _ = chain
+    env = {**os.environ, "SQA_OUTPUTS": str(out)}
+    nb = notebooks.path("01_merge_datasets")
+    res = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(tmp_path / "o.ipynb"),
+                          "-p", "profile", "smoke", "-p", "seed", "0", "--no-progress-bar"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "smoke" / "01_merge_datasets" / "main" / "manifest.parquet").is_file()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_papermill_typo_is_rejected_by_the_notebook(tmp_path):
+    nb = notebooks.path("01_merge_datasets")
+    res = subprocess.run([sys.executable, "-m", "papermill", str(nb), str(tmp_path / "o.ipynb"),
+                          "-p", "profle", "smoke", "--no-progress-bar"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert "unknown parameter 'profle'" in (res.stdout + res.stderr)
+    assert runs.injected_names({"In": ['# Parameters\nprofle = "smoke"\n']}) == ["profle"]
