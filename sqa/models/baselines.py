@@ -1,0 +1,125 @@
+"""Baseline MOS predictors behind one interface, for every evaluation.
+
+    b = get("distillmos")            # or any name in NAMES
+    mos = b.predict([wave_a, wave_b])  # 16 kHz mono float32 clips of any length -> (n,) MOS
+
+| name          | model                                             | long clips                 |
+|---------------|---------------------------------------------------|----------------------------|
+| `dnsmos-p808` | DNSMOS P.808 (ONNX from speechmos)                | 9.01 s windows, 1 s hop    |
+| `dnsmos-p835` | DNSMOS P.835, OVRL as MOS (ONNX from speechmos)   | 9.01 s windows, 1 s hop    |
+| `distillmos`  | released DistillMOS v7 weights, our model code    | 7.68 s windows, <= 1 s hop |
+| `mfcc-sqa`    | released xls-r-sqa MFCC head (sqa-v2, "full")     | 4.8 s windows, <= 1 s hop  |
+
+Scores equal the released packages (speechmos, distillmos, xls-r-sqa) except that `mfcc-sqa`
+averages windows over clips longer than 4.8 s where xls-r-sqa center-crops them. DNSMOS keeps
+the reference scorer's window quirks (see `sqa.models.dnsmos`). DNSMOS runs on onnxruntime
+(CPU); the torch baselines run on `device`, batching clips of equal length together and scoring
+the others one by one; every model cuts long clips into windows (never one giant forward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from sqa.models.dnsmos import SAMPLE_RATE, DnsmosP808, DnsmosP835, as_waveform
+
+if TYPE_CHECKING:
+    import torch
+
+NAMES = ("dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa")
+MFCC_HOP_FRAMES = SAMPLE_RATE // 200  # 1 s of MFCC frames (torchaudio MFCC hop: 200 samples)
+
+
+@runtime_checkable
+class Baseline(Protocol):
+    """A MOS predictor for 16 kHz mono clips."""
+
+    name: str
+    n_params: int
+
+    def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """MOS (1-5) per clip, shape (len(waveforms),)."""
+        ...
+
+
+class DnsmosBaseline:
+    """DNSMOS P.808, or P.835 with OVRL as the MOS; `batch_size` counts 9.01 s windows."""
+
+    def __init__(self, model: DnsmosP808 | DnsmosP835) -> None:
+        self.model = model
+        self.name = model.name
+        self.n_params = model.n_params
+
+    def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """MOS per clip."""
+        if isinstance(self.model, DnsmosP835):
+            return self.model.predict_batch(waveforms, batch_size)["ovrl"]
+        return self.model.predict_batch(waveforms, batch_size)
+
+
+class TorchBaseline:
+    """A torch model mapping a (B, T) 16 kHz batch to MOS (B,), windowing long clips itself."""
+
+    def __init__(
+        self, name: str, module: "torch.nn.Module", score: Callable[["torch.Tensor"], "torch.Tensor"], device: str
+    ) -> None:
+        self.name = name
+        self.module = module.to(device).eval()
+        self.score = score
+        self.device = device
+        self.n_params = sum(p.numel() for p in module.parameters())
+
+    def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
+        """MOS per clip; clips of equal length share a forward of up to `batch_size` clips."""
+        import torch
+
+        waves = [as_waveform(w, f"{self.name}: waveform {i}") for i, w in enumerate(waveforms)]
+        out = np.full(len(waves), np.nan)
+        with torch.inference_mode():
+            for idx in length_batches([len(w) for w in waves], batch_size):
+                x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
+                out[idx] = self.score(x).double().cpu().numpy().reshape(len(idx))
+        return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by equal length, at most `batch_size` per group, in first-seen order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    return [g[s : s + batch_size] for g in groups.values() for s in range(0, len(g), batch_size)]
+
+
+def _distillmos(device: str) -> TorchBaseline:
+    from sqa.models.student import distillmos_v7
+
+    model = distillmos_v7(pretrained=True)
+    return TorchBaseline("distillmos", model, model, device)
+
+
+def _mfcc_sqa(device: str) -> TorchBaseline:
+    from sqa.models.heads import load_released_head, mfcc_features, predict_long
+
+    head = load_released_head("mfcc")
+    return TorchBaseline(
+        "mfcc-sqa", head, lambda x: predict_long(head, mfcc_features(x), hop=MFCC_HOP_FRAMES), device
+    )
+
+
+def get(name: str, device: str = "cpu", intra_op_threads: int = 0) -> Baseline:
+    """The baseline called `name` (one of NAMES). `device` is for the torch baselines;
+    `intra_op_threads` for DNSMOS's onnxruntime (0 = onnxruntime's default)."""
+    if name == "dnsmos-p808":
+        return DnsmosBaseline(DnsmosP808(intra_op_threads))
+    if name == "dnsmos-p835":
+        return DnsmosBaseline(DnsmosP835(intra_op_threads))
+    if name == "distillmos":
+        return _distillmos(device)
+    if name == "mfcc-sqa":
+        return _mfcc_sqa(device)
+    raise ValueError(f"unknown baseline {name!r}; known baselines: {', '.join(NAMES)}")
