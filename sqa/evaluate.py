@@ -1,8 +1,8 @@
 """Score a manifest's clips with any model and turn predictions into per-corpus results.
 
-A model here is anything mapping a batch of 16 kHz waveforms (B, T) to MOS (B,): an
-``nn.Module`` (students, teachers: they window long clips themselves) or a baseline's
-``predict``. Clips are batched by equal length so no clip is padded or cut.
+A model here is an ``nn.Module`` mapping a batch of 16 kHz waveforms (B, T) to MOS (B,)
+(students, teachers: they window long clips themselves) or a baseline (``predict(list of
+waveforms)``, see ``sqa.models.baselines``). Clips are batched by equal length so no clip is padded or cut.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def predict(model: Callable, df: pd.DataFrame, roots: Mapping[str, Path], *, bat
         for start in range(0, len(files), chunk):
             waves = [audio.load(f) for f in files[start:start + chunk]]
             for idx in _batches([len(w) for w in waves], batch_size):
-                batch = torch.from_numpy(np.stack([waves[i] for i in idx])).to(device)
-                out = model(batch)
-                out = out.detach().float().cpu().numpy() if is_module else np.asarray(out, dtype=float)
+                if is_module:
+                    batch = torch.from_numpy(np.stack([waves[i] for i in idx])).to(device)
+                    out = model(batch).detach().float().cpu().numpy()
+                else:
+                    out = np.asarray(model.predict([waves[i] for i in idx]), dtype=float)
                 preds[[start + i for i in idx]] = out
                 bar.update(len(idx))
     return pd.DataFrame({"utt_id": df["utt_id"].to_numpy(), "corpus": df["corpus"].to_numpy(),

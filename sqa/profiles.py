@@ -39,3 +39,21 @@ def resolve_data_root(profile: str, data_root: str) -> Path:
 def demo_size(profile: str) -> str:
     """How large the generated demo corpora are built: ``smoke`` tiny, else full demo size."""
     return "smoke" if paths.check_profile(profile) == "smoke" else "demo"
+
+
+#: per stage and profile: what an empty string or a 0 in a notebook parameter stands for
+STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
+    "02_teacher": {
+        "smoke": {"teacher": "xlsr-tiny-l2", "epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
+        "demo": {"teacher": "distillmos", "init": "released", "epochs": 6, "lr": 3e-5, "batch_size": 16,
+                 "window_s": 4.0},
+        "paper": {"teacher": "xlsr-2b-l10", "epochs": 30, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+    },
+}
+
+
+def resolve(profile: str, stage: str, params: dict) -> dict:
+    """``params`` with every empty/zero value replaced by the profile's default for the stage."""
+    defaults = STAGE_DEFAULTS.get(stage, {}).get(paths.check_profile(profile), {})
+    return {k: (defaults[k] if k in defaults and v in ("", 0, 0.0) and not isinstance(v, bool) else v)
+            for k, v in params.items()}

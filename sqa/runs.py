@@ -5,8 +5,9 @@ A notebook starts its run right after its parameters cell::
     run = runs.start("04_distill", globals(), tag=("size", "mode", "labeled_mix", "seed"))
 
 ``start`` reads the notebook's declared parameters, rejects names papermill injected that the
-notebook does not declare (papermill itself only warns), checks types, and writes
-``params.json`` and ``env.json``. ``run.finish(metrics)`` writes ``metrics.json`` and appends
+notebook does not declare (papermill itself only warns), checks types, fills empty values with
+the profile's defaults (``run.resolved``, see ``sqa.profiles``) and writes ``params.json`` and
+``env.json``. ``run.finish(metrics)`` writes ``metrics.json`` and appends
 one line to ``outputs/registry.jsonl``. Every file is written atomically.
 """
 
@@ -24,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import atomic, notebooks, paths
+from . import atomic, notebooks, paths, profiles
 
 #: set by ``sqa run``: the file where ``start`` records its run folder
 RUN_RECORD_ENV = "SQA_RUN_RECORD"
@@ -40,6 +41,7 @@ class Run:
     dir: Path
     params: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)
+    resolved: dict[str, Any] = field(default_factory=dict)  # params with profile defaults filled in
 
     def path(self, *parts: str) -> Path:
         """A path inside the run folder (parent folders created)."""
@@ -59,7 +61,7 @@ class Run:
     def _write_params(self) -> None:
         atomic.write_json(self.dir / "params.json", {
             "stage": self.stage, "profile": self.profile, "tag": self.tag,
-            "params": self.params, "inputs": self.inputs})
+            "params": self.params, "resolved": self.resolved, "inputs": self.inputs})
 
     def finish(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` and register the run; returns the metrics file."""
@@ -67,7 +69,7 @@ class Run:
         atomic.append_line(paths.registry_path(), json.dumps({
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "profile": self.profile,
             "stage": self.stage, "tag": self.tag, "dir": paths.portable(self.dir),
-            "params": self.params, "inputs": self.inputs}, default=str))
+            "params": self.params, "resolved": self.resolved, "inputs": self.inputs}, default=str))
         return out
 
 
@@ -102,8 +104,10 @@ def start(stage: str, namespace: Mapping[str, Any], tag: Iterable[str] = (),
     notebooks.check_names(nb_stage, list(values), declared)
     params = {n: notebooks.check_value(nb_stage, p, values.get(n, p.default)) for n, p in declared.items()}
     profile = paths.check_profile(params.get("profile", "demo"))
-    tag_text = make_tag(params, tag)
-    run = Run(profile, nb_stage, tag_text, paths.run_dir(profile, nb_stage, tag_text), params)
+    resolved = profiles.resolve(profile, nb_stage, params)
+    tag_text = make_tag(resolved, tag)
+    run = Run(profile, nb_stage, tag_text, paths.run_dir(profile, nb_stage, tag_text), params,
+              resolved=resolved)
     run.dir.mkdir(parents=True, exist_ok=True)
     run._write_params()
     atomic.write_json(run.dir / "env.json", environment())

@@ -82,3 +82,21 @@ def test_papermill_typo_is_rejected_by_the_notebook(tmp_path):
     assert res.returncode != 0
     assert "unknown parameter 'profle'" in (res.stdout + res.stderr)
     assert runs.injected_names({"In": ['# Parameters\nprofle = "smoke"\n']}) == ["profle"]
+
+
+def test_02_trains_the_xlsr_path_and_writes_a_rebuildable_teacher(chain):
+    from sqa.models import checkpoint
+
+    out, _ = chain
+    d = run_dir(out, "02_teacher")
+    assert d.name == "teacher-xlsr-tiny-l2_seed-0"
+    model, info = checkpoint.load(d / "model.safetensors")
+    assert info.arch == "xlsr-teacher" and info.config["layers"] == [2]
+    preds = pd.read_csv(d / "predictions.csv")
+    assert set(preds["split"]) == {"dev", "test"} and preds["pred"].between(1, 5).all()
+    m = json.loads((d / "metrics.json").read_text())
+    assert set(m["test"]) == {"demo-noise", "demo-reverb", "demo-codec", "demo-loss", "demo-mixed"}
+    assert m["best_epoch"] >= 1 and "init" in m
+    assert (d / "training" / "train_log.csv").is_file() and (d / "learning_curve.png").is_file()
+    params = json.loads((d / "params.json").read_text())
+    assert params["inputs"]["manifest"].endswith("01_merge_datasets/main")

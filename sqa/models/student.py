@@ -25,13 +25,14 @@ import functools
 import math
 import re
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sqa.models.heads import HeadConfig, SqaHead, package_dir, convert_released_state_dict, window_starts
+from . import checkpoint
+from .heads import HeadConfig, SqaHead, convert_released_state_dict, package_dir, window_starts
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class StudentConfig:
     leaky_slope: float = 0.1
     window_samples: int = 122880
     window_hop: int = 16000
+    pos_frames: int | None = None  # head positions' reference length; None: frames of one window
 
     def __post_init__(self) -> None:
         for name in ("conv_channels", "conv_freq_strides", "conv_time_strides"):
@@ -114,7 +116,7 @@ class StudentConfig:
             dim_transformer=self.dim_transformer,
             n_heads=self.n_heads,
             n_layers=self.n_layers,
-            feat_seq_len=self.frames(self.window_samples),
+            feat_seq_len=self.pos_frames or self.frames(self.window_samples),
             dropout=self.dropout,
             ff_mult=self.ff_mult,
         )
@@ -181,6 +183,8 @@ class ConvTransformerSQA(nn.Module):
     ``window_batch`` caps how many windows run through the network at once.
     """
 
+    arch = "conv-transformer-sqa"
+
     def __init__(self, config: StudentConfig, windowed: bool = True, window_batch: int = 8) -> None:
         super().__init__()
         self.config = config
@@ -218,6 +222,32 @@ class ConvTransformerSQA(nn.Module):
         windows = torch.cat([wave[:, s:s + size] for s in starts], dim=0)  # window-major
         unit = torch.cat([self.forward_window_unit(chunk) for chunk in windows.split(self.window_batch)])
         return 1.0 + 4.0 * unit.reshape(len(starts), wave.shape[0]).mean(dim=0)
+
+
+    def with_window(self, seconds: float) -> "ConvTransformerSQA":
+        """Score (and train on) windows of ``seconds``, keeping the head's positional encoding."""
+        self.config = replace(self.config, window_samples=int(round(seconds * self.config.sample_rate)),
+                              pos_frames=self.head.config.feat_seq_len)
+        return self
+
+    def checkpoint_config(self) -> dict:
+        return self.config.to_dict()
+
+
+class FrontEndFeatures(nn.Module):
+    """A student's normalisation + conv front end as a (frozen) feature extractor: (B, T) -> [(B, L, C)]."""
+
+    def __init__(self, model: ConvTransformerSQA) -> None:
+        super().__init__()
+        self.frontend = model.frontend
+
+    def forward(self, wave: Tensor) -> list[Tensor]:
+        return [self.frontend(wave / (wave.abs().amax(dim=1, keepdim=True) + 1e-8))]
+
+
+@checkpoint.register(ConvTransformerSQA.arch)
+def _build(config: dict) -> ConvTransformerSQA:
+    return ConvTransformerSQA(StudentConfig.from_dict(config))
 
 
 def count_params(model: nn.Module) -> int:

@@ -108,6 +108,8 @@ class SslFeatures(nn.Module):
 class XlsrTeacher(nn.Module):
     """SSL features -> SqaHead; ``forward(wave) -> MOS (B,)`` with windowing for long clips."""
 
+    arch = "xlsr-teacher"
+
     def __init__(self, config: TeacherConfig):
         super().__init__()
         self.config = config
@@ -133,7 +135,7 @@ class XlsrTeacher(nn.Module):
         return cfg
 
 
-@checkpoint.register("xlsr-teacher")
+@checkpoint.register(XlsrTeacher.arch)
 def _build(config: dict) -> XlsrTeacher:
     return XlsrTeacher(TeacherConfig(**config))
 
