@@ -177,3 +177,88 @@ def metrics_dict(table: pd.DataFrame, summary: dict, **extra) -> dict:
     per_corpus = {r["corpus"]: {k: (None if pd.isna(r[k]) else float(r[k])) for k in ("pcc", "srcc", "rmse")}
                   | {"n": int(r["n"])} for _, r in table.iterrows()}
     return {"test": per_corpus, "test_mean": summary, **extra}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_teacher(profile: str, teacher_run: str = "") -> tuple[torch.nn.Module, Path]:
+    """The trained teacher of a stage-02 run (latest by default) and its run folder."""
+    from .models import checkpoint
+
+    folder = runs.resolve_input(profile, "02_teacher", teacher_run)
+    model, _ = checkpoint.load(folder / "model.safetensors")
+    return model.eval(), folder
+
+
+def manifest_of(run_dir: Path) -> str:
+    """The stage-01 run a later run read (its recorded ``manifest`` input)."""
+    import json
+
+    inputs = json.loads((Path(run_dir) / "params.json").read_text())["inputs"]
+    if "manifest" not in inputs:
+        raise ValueError(f"{run_dir}/params.json records no manifest input")
+    return str(paths.resolve_portable(inputs["manifest"]))
+
+
+def pool_frame(data: StageData, pool: str) -> pd.DataFrame:
+    """Clips to pseudo-label: a split name or a corpus name of the manifest."""
+    df = data.manifest
+    rows = df[df["split"] == pool] if pool in manifest.SPLITS else df[df["corpus"] == pool]
+    if rows.empty:
+        raise ValueError(f"pool={pool!r} matches no clip: give a split ({', '.join(manifest.SPLITS)}) "
+                         f"or a corpus ({', '.join(sorted(df['corpus'].unique()))})")
+    return rows.reset_index(drop=True)
+
+
+def rescore_check(model: torch.nn.Module, data: StageData, teacher_dir: Path) -> dict:
+    """Re-score the dev split and compare with the teacher run's own dev predictions."""
+    ref = pd.read_csv(Path(teacher_dir) / "predictions.csv")
+    ref = ref[ref["split"] == "dev"].set_index("utt_id")["pred"]
+    new = evaluate.predict(model, data.split("dev"), data.roots, desc="re-scoring dev").set_index("utt_id")["pred"]
+    common = ref.index.intersection(new.index)
+    diff = (new[common] - ref[common]).abs()
+    return {"n": int(len(common)), "max_abs_diff": float(diff.max()), "matches": bool(diff.max() < 1e-4)}
+
+
+def oracle_report(pool_df: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Pseudo-label error against the pool's hidden oracle label (``oracle_mos``), if it has one."""
+    from . import metrics
+
+    if "oracle_mos" not in pool_df or pool_df["oracle_mos"].isna().all():
+        return {"available": False}
+    both = pool_df[["utt_id", "oracle_mos"]].merge(labels[["utt_id", "pseudo_mos"]], on="utt_id").dropna()
+    s = metrics.scores(both["oracle_mos"], both["pseudo_mos"])
+    return {"available": True, "n": s["n"], "pcc": s["pcc"], "srcc": s["srcc"], "rmse": s["rmse"]}
+
+
+def pseudo_frame(data: StageData, pseudo_dir: Path) -> pd.DataFrame:
+    """Pool rows of the manifest with their ``pseudo_mos`` (clips that failed are not in it)."""
+    labels = pd.read_parquet(Path(pseudo_dir) / "pseudo" / "pseudo_labels.parquet")
+    return data.manifest.merge(labels[["utt_id", "pseudo_mos"]], on="utt_id", how="inner")
+
+
+def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mode: str,
+                labeled_mix: float, pseudo_dir: Path, window_s: float):
+    """``distill``: pseudo-labeled pool + a ``labeled_mix`` share of labeled train clips per batch;
+    ``labeled-only``: the labeled train split alone."""
+    from .data import ClipDataset, MixedBatchSampler
+
+    train_df = data.split("train")
+    if mode == "labeled-only":
+        return fit(run, model, data, cfg, train_df, window_s)
+    if mode != "distill":
+        raise ValueError(f"mode={mode!r}: use 'distill' or 'labeled-only'")
+    if not 0 <= labeled_mix < 1:
+        raise ValueError(f"labeled_mix={labeled_mix} must be in [0, 1)")
+    pool = pseudo_frame(data, pseudo_dir)
+    labeled = ClipDataset(train_df, data.roots, window=int(round(window_s * SR)), crop="random", preload=True)
+
+    def sampler(rank: int, world_size: int) -> MixedBatchSampler:
+        return MixedBatchSampler(len(pool), len(labeled), cfg.batch_size, labeled_mix, seed=cfg.seed,
+                                 rank=rank, world_size=world_size)
+
+    return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos",
+               batch_sampler_fn=sampler if labeled_mix > 0 else None,
+               extra_train=labeled if labeled_mix > 0 else None)

@@ -50,3 +50,30 @@ def save(fig, path: Path | str, formats: tuple[str, ...] = ("png",)) -> list[Pat
             fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
         out.append(target)
     return out
+
+
+def pseudo_label_hist(labels: pd.DataFrame):
+    """Distribution of the teacher's pseudo-labels over the pool."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.hist(labels["pseudo_mos"], bins=np.arange(1.0, 5.01, 0.1), color="tab:orange")
+    ax.set_xlabel("pseudo-label (teacher MOS)")
+    ax.set_ylabel("clips")
+    fig.tight_layout()
+    return fig
+
+
+def oracle_scatter(pool: pd.DataFrame, labels: pd.DataFrame):
+    """Pseudo-label against the pool's hidden oracle label (empty axes when there is none)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if "oracle_mos" in pool and pool["oracle_mos"].notna().any():
+        both = pool[["utt_id", "oracle_mos"]].merge(labels[["utt_id", "pseudo_mos"]], on="utt_id")
+        ax.scatter(both["oracle_mos"], both["pseudo_mos"], s=6, alpha=0.5)
+        ax.plot([1, 5], [1, 5], color="grey", lw=1)
+    ax.set_xlabel("oracle (PESQ-WB MOS-LQO)")
+    ax.set_ylabel("pseudo-label")
+    ax.set_xlim(1, 5)
+    ax.set_ylim(1, 5)
+    fig.tight_layout()
+    return fig

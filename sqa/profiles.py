@@ -49,6 +49,11 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
                  "window_s": 4.0},
         "paper": {"teacher": "xlsr-2b-l10", "epochs": 30, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
     },
+    "04_distill": {
+        "smoke": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
+        "demo": {"epochs": 4, "lr": 1e-3, "batch_size": 16, "window_s": 4.0},
+        "paper": {"epochs": 20, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+    },
 }
 
 

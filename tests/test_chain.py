@@ -100,3 +100,35 @@ def test_02_trains_the_xlsr_path_and_writes_a_rebuildable_teacher(chain):
     assert (d / "training" / "train_log.csv").is_file() and (d / "learning_curve.png").is_file()
     params = json.loads((d / "params.json").read_text())
     assert params["inputs"]["manifest"].endswith("01_merge_datasets/main")
+
+
+def test_03_labels_every_pool_clip_once_and_matches_the_teacher_on_dev(chain):
+    out, _ = chain
+    d = run_dir(out, "03_pseudo_labels")
+    labels = pd.read_parquet(d / "pseudo" / "pseudo_labels.parquet")
+    pool = manifest.read(run_dir(out, "01_merge_datasets") / "manifest.parquet").query("split == 'unlabeled'")
+    assert sorted(labels["utt_id"]) == sorted(pool["utt_id"])
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["dev_check"]["matches"] and m["n_failed"] == 0 and m["oracle"]["available"]
+    assert (d / "pseudo_hist.png").is_file()
+
+
+def test_04_distills_and_the_labeled_only_baseline_lands_in_its_own_run(chain):
+    import os
+
+    out, _ = chain
+    env = {**os.environ, "SQA_OUTPUTS": str(out)}
+    res = sqa_run("04_distill", "-p", "profile", "smoke", "-p", "size", "25k", "-p", "mode", "labeled-only",
+                  env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs_04 = {r["tag"]: r for r in runs_registry(out) if r["stage"] == "04_distill"}
+    assert {"size-1M_mode-distill_labeled-mix-0.2_seed-0", "size-25k_mode-labeled-only_labeled-mix-0.2_seed-0"} <= set(runs_04)
+    for tag, params in (("size-1M_mode-distill_labeled-mix-0.2_seed-0", (900_000, 1_100_000)),
+                        ("size-25k_mode-labeled-only_labeled-mix-0.2_seed-0", (22_500, 27_500))):
+        m = json.loads((out / "smoke" / "04_distill" / tag / "metrics.json").read_text())
+        assert params[0] <= m["params"] <= params[1]
+        assert set(m["test"]) == {"demo-noise", "demo-reverb", "demo-codec", "demo-loss", "demo-mixed"}
+
+
+def runs_registry(out):
+    return [json.loads(line) for line in (out / "registry.jsonl").read_text().splitlines()]
