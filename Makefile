@@ -5,7 +5,7 @@ PROFILE ?= demo
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test reproduce lab bench clean-outputs
+.PHONY: setup browser demo test reproduce lab bench clean-outputs
 
 setup: $(STAMP)
 
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/sqa reproduce --profile demo
 
-test: setup
+# Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
+# Installed when missing and root can apt-get; otherwise that one test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium is not installed: the browser test will be skipped"
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 reproduce: setup

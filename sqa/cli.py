@@ -45,10 +45,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Every numbered notebook in order for one profile."""
+    """Every numbered notebook in order for one profile (stages with a sweep run once per set)."""
+    from . import profiles
+
     for stage in notebooks.stages():
-        print(f"== {stage} (profile {args.profile})", flush=True)
-        run_stage(stage, [("profile", args.profile)], args.quiet)
+        for overrides in profiles.sweep(args.profile, stage):
+            pairs = [("profile", args.profile), *overrides.items()]
+            print(f"== {stage} " + " ".join(f"{k}={v}" for k, v in pairs), flush=True)
+            run_stage(stage, pairs, args.quiet)
     return 0
 
 

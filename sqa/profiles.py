@@ -62,3 +62,22 @@ def resolve(profile: str, stage: str, params: dict) -> dict:
     defaults = STAGE_DEFAULTS.get(stage, {}).get(paths.check_profile(profile), {})
     return {k: (defaults[k] if k in defaults and v in ("", 0, 0.0) and not isinstance(v, bool) else v)
             for k, v in params.items()}
+
+
+#: extra runs ``sqa reproduce`` makes of a stage (each a set of ``-p`` overrides); default: one run
+SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
+    "demo": {
+        "04_distill": [{"size": size, "mode": mode} for size in ("50k", "250k", "1M")
+                       for mode in ("distill", "labeled-only")],
+    },
+    "paper": {
+        "04_distill": [{"size": size, "mode": mode} for size in ("10k", "50k", "250k", "1M", "4M")
+                       for mode in ("distill", "labeled-only")],
+        "05_prune": [{"size": size} for size in ("29%", "10%", "4M", "1M")],
+    },
+}
+
+
+def sweep(profile: str, stage: str) -> list[dict[str, str]]:
+    """The parameter sets ``sqa reproduce`` runs a stage with (``[{}]``: once, with defaults)."""
+    return SWEEPS.get(paths.check_profile(profile), {}).get(stage, [{}])

@@ -30,6 +30,7 @@ _MODULES: dict[str, str] = {
     "plc-challenge": "plc_challenge",
     "generic-csv": "generic_csv",
     "demo": "demo",
+    "ratings": "ratings",
 }
 
 
