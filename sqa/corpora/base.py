@@ -8,6 +8,7 @@ samples (only headers, for duration and sample rate).
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,3 +122,22 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     rows["sample_rate"] = rates
     out = manifest.coerce(rows[keep])
     return CorpusLoad(out, pd.DataFrame(skipped, columns=SKIP_COLUMNS))
+
+
+def combine(loads: list[CorpusLoad]) -> CorpusLoad:
+    """One result from several: manifests merged (utt_id clashes raise), skipped rows stacked."""
+    frames = [ld.manifest for ld in loads if not ld.manifest.empty]
+    skipped = [ld.skipped for ld in loads if not ld.skipped.empty]
+    return CorpusLoad(manifest.merge(frames) if frames else manifest.empty(),
+                      pd.concat(skipped, ignore_index=True) if skipped
+                      else pd.DataFrame(columns=SKIP_COLUMNS))
+
+
+def skipped_only(records: list[dict]) -> CorpusLoad:
+    """A result holding no clips, only skipped rows (``corpus, file, row, reason`` dicts)."""
+    return CorpusLoad(manifest.empty(), pd.DataFrame(records, columns=SKIP_COLUMNS))
+
+
+def rel_path(*parts: str) -> str:
+    """Join path pieces as published (``./x``, backslashes) into a clean relative POSIX path."""
+    return posixpath.normpath(posixpath.join(*(str(p).strip().replace("\\", "/") for p in parts)))

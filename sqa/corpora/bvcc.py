@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import base, combine
+from . import base
 
 NAME = "bvcc"
 SCALE = "acr-1-5"
@@ -30,7 +30,7 @@ WAV_DIR = "DATA/wav"
 
 def load(root: Path | str) -> base.CorpusLoad:
     root = base.require_root(NAME, root)
-    return combine([_load_list(root, split, f"{SETS_DIR}/{name}") for split, name in LISTS.items()])
+    return base.combine([_load_list(root, split, f"{SETS_DIR}/{name}") for split, name in LISTS.items()])
 
 
 def _load_list(root: Path, split: str, label: str) -> base.CorpusLoad:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import base, combine, rel_path
+from . import base
 
 NAME = "conferencingspeech"
 SCALE = "acr-1-5"
@@ -67,7 +67,7 @@ def load(root: Path | str, parts: list[str] | None = None) -> base.CorpusLoad:
     if not wanted:
         raise base.CorpusError(f"[{NAME}] no label table found under {root}; expected at least one of "
                                + ", ".join(spec.table for spec in PARTS.values()))
-    return combine([_load_part(root, name, PARTS[name]) for name in wanted])
+    return base.combine([_load_part(root, name, PARTS[name]) for name in wanted])
 
 
 def _load_part(root: Path, corpus: str, part: Part) -> base.CorpusLoad:
@@ -75,7 +75,7 @@ def _load_part(root: Path, corpus: str, part: Part) -> base.CorpusLoad:
     table = base.read_table(NAME, root / part.table, required, f"the {corpus} MOS table",
                             dtype={part.path: str})
     folder = str(Path(part.table).parent)
-    rows = pd.DataFrame({"path": table[part.path].map(lambda p: rel_path(folder, p)),
+    rows = pd.DataFrame({"path": table[part.path].map(lambda p: base.rel_path(folder, p)),
                          "mos_raw": table[part.mos]})
     if part.std:
         rows["mos_std_raw"] = table[part.std]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import base, combine, rel_path, skipped_only
+from . import base
 
 NAME = "dns-challenge"
 SCALE = "acr-1-5"
@@ -45,7 +45,7 @@ def load(root: Path | str) -> base.CorpusLoad:
     for path in tables:
         table = base.read_table(NAME, path, [], EXPECTED)
         loads.extend(_read_table(root, path, table, seen))
-    return combine(loads)
+    return base.combine(loads)
 
 
 def _read_table(root: Path, path: Path, table: pd.DataFrame,
@@ -84,12 +84,12 @@ def _read_table(root: Path, path: Path, table: pd.DataFrame,
         for col in ("MOS_SIG", "MOS_BAK", "std_sig", "std_bak"):
             if col in table:
                 rows[col.lower()] = pd.to_numeric(table[col], errors="coerce")
-    return [skipped_only(repeat), base.finalize(rows, corpus, root, SCALE, label_file=label)]
+    return [base.skipped_only(repeat), base.finalize(rows, corpus, root, SCALE, label_file=label)]
 
 
 def _clip_names(path: Path, table: pd.DataFrame) -> pd.Series:
     if "short_file_name" in table:
-        return table["short_file_name"].astype(str).map(rel_path)
+        return table["short_file_name"].astype(str).map(base.rel_path)
     if "file_url" in table:
         return table["file_url"].astype(str).map(lambda u: u.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
     raise base.CorpusError(f"[{NAME}] {path} lacks column(s) short_file_name or file_url; "

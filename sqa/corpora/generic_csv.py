@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import manifest
-from . import base, combine, rel_path, skipped_only
+from . import base
 
 NAME = "generic-csv"
 SCALE = "acr-1-5"
@@ -50,12 +50,12 @@ def load(root: Path | str, label_file: str = LABEL_FILE, scale: str = SCALE,
     split = (table["split"].str.strip() if "split" in table
              else pd.Series(None, index=table.index, dtype=object))
     bad = split.notna() & (split != "") & ~split.isin(manifest.SPLITS)
-    rejected = skipped_only([{"corpus": corpus, "file": label_file,
-                              "row": f"{corpus}/{Path(rel_path(p)).with_suffix('').as_posix()}",
+    rejected = base.skipped_only([{"corpus": corpus, "file": label_file,
+                              "row": f"{corpus}/{Path(base.rel_path(p)).with_suffix('').as_posix()}",
                               "reason": f"split {s!r} is not one of {', '.join(manifest.SPLITS)}"}
                              for p, s in zip(table.loc[bad, "path"].astype(str), split[bad])])
     table, split = table[~bad], split[~bad]
-    rows = pd.DataFrame({"path": table["path"].map(rel_path, na_action="ignore"),
+    rows = pd.DataFrame({"path": table["path"].map(base.rel_path, na_action="ignore"),
                          "split": split.where(split != ""), "mos_raw": table["mos"]})
     for col in ("sys_id", "source_id", "n_votes"):
         if col in table:
@@ -67,4 +67,4 @@ def load(root: Path | str, label_file: str = LABEL_FILE, scale: str = SCALE,
     for col in table.columns:
         if col not in REQUIRED + OPTIONAL and col not in _RESERVED:
             rows[col] = table[col]
-    return combine([rejected, base.finalize(rows, corpus, root, scale, label_file=label_file)])
+    return base.combine([rejected, base.finalize(rows, corpus, root, scale, label_file=label_file)])

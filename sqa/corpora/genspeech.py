@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import base, rel_path
+from . import base
 
 NAME = "genspeech"
 SCALE = "acr-1-5"
@@ -32,10 +32,10 @@ def load(root: Path | str, label_file: str = LABEL_FILE) -> base.CorpusLoad:
     table = base.read_table(NAME, root / label_file, REQUIRED, "the GenSpeech MOS table",
                             dtype={"Ref_Wave": str, "Test_Wave": str, "Codec": str})
     rows = pd.DataFrame({
-        "path": table["Test_Wave"].map(rel_path),
+        "path": table["Test_Wave"].map(base.rel_path),
         "split": "test",
         "sys_id": table["Codec"],
-        "source_id": table["Ref_Wave"].map(lambda r: f"{NAME}/{Path(rel_path(r)).with_suffix('').as_posix()}",
+        "source_id": table["Ref_Wave"].map(lambda r: f"{NAME}/{Path(base.rel_path(r)).with_suffix('').as_posix()}",
                                            na_action="ignore"),
         "mos_raw": table["MOS"],
     })

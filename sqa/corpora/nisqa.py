@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import base, combine, rel_path, skipped_only
+from . import base
 
 NAME = "nisqa"
 SCALE = "acr-1-5"
@@ -43,7 +43,7 @@ def corpus_name(db: str) -> str:
 
 def load(root: Path | str) -> base.CorpusLoad:
     root = base.require_root(NAME, root)
-    return combine([part for f in _label_files(root) for part in _load_table(root, f)])
+    return base.combine([part for f in _label_files(root) for part in _load_table(root, f)])
 
 
 def _label_files(root: Path) -> list[Path]:
@@ -64,7 +64,7 @@ def _load_table(root: Path, path: Path) -> list[base.CorpusLoad]:
     for db, rows in table.groupby("db", sort=True):
         match = _DB.fullmatch(str(db))
         if not match:
-            parts.append(skipped_only([{"corpus": NAME, "file": label, "row": str(p),
+            parts.append(base.skipped_only([{"corpus": NAME, "file": label, "row": str(p),
                                         "reason": f"db {db!r} is not NISQA_<TRAIN|VAL|TEST>_<name>"}
                                        for p in rows["filepath_deg"]]))
             continue
@@ -76,10 +76,10 @@ def _load_table(root: Path, path: Path) -> list[base.CorpusLoad]:
 def _rows(table: pd.DataFrame, corpus: str, split: str) -> pd.DataFrame:
     ref = table["filepath_ref"].where(table["filepath_ref"].notna())
     out = pd.DataFrame({
-        "path": table["filepath_deg"].map(rel_path),
+        "path": table["filepath_deg"].map(base.rel_path),
         "split": split,
         "sys_id": table["con"],
-        "source_id": ref.map(lambda r: f"{corpus}/{Path(rel_path(r)).with_suffix('').as_posix()}",
+        "source_id": ref.map(lambda r: f"{corpus}/{Path(base.rel_path(r)).with_suffix('').as_posix()}",
                              na_action="ignore"),
         "mos_raw": table["mos"],
         "mos_std_raw": table["mos_std"],

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from . import base, rel_path
+from . import base
 
 NAME = "plc-challenge"
 SCALE = "acr-1-5"
@@ -33,7 +33,7 @@ def load(root: Path | str, label_file: str = LABEL_FILE) -> base.CorpusLoad:
     root = base.require_root(NAME, root)
     table = base.read_table(NAME, root / label_file, REQUIRED, "the PLC challenge per-clip MOS table",
                             dtype={"filename": str})
-    paths = table["filename"].map(rel_path, na_action="ignore").map(PurePosixPath, na_action="ignore")
+    paths = table["filename"].map(base.rel_path, na_action="ignore").map(PurePosixPath, na_action="ignore")
     in_folder = paths.map(lambda p: len(p.parts) > 1, na_action="ignore").fillna(False).astype(bool)
     rows = pd.DataFrame({
         "path": paths.map(str, na_action="ignore"),

@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import manifest, ratings
-from . import base, combine, skipped_only
+from . import base
 
 NAME = "ratings"
 SCALE = "acr-1-5"
@@ -47,7 +47,7 @@ def load(root: Path | str, corpus: str = NAME, split: str | None = "test") -> ba
         roots = ratings.read_roots(root)
     except ratings.RatingsError as e:
         raise base.CorpusError(f"[{NAME}] {e}") from None
-    torn = skipped_only([{"corpus": corpus, "file": str(label_file), "row": f"line {n}",
+    torn = base.skipped_only([{"corpus": corpus, "file": str(label_file), "row": f"line {n}",
                           "reason": "torn or malformed rating line"}
                          for n, _ in votes.attrs.get("torn_lines", [])])
     clips = ratings.to_corpus(votes)
@@ -71,4 +71,4 @@ def load(root: Path | str, corpus: str = NAME, split: str | None = "test") -> ba
         "is_reference": is_ref.to_numpy(),
         "listeners": clips["listeners"].to_numpy(),
     })
-    return combine([torn, base.finalize(rows, corpus, root, SCALE, label_file=str(label_file))])
+    return base.combine([torn, base.finalize(rows, corpus, root, SCALE, label_file=str(label_file))])

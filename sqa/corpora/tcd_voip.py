@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import base, combine, skipped_only
+from . import base
 
 NAME = "tcd-voip"
 SCALE = "acr-1-5"
@@ -45,7 +45,7 @@ def load(root: Path | str) -> base.CorpusLoad:
     names = table["Filename"].astype(str).str.strip()
     parts = names.str.split("_")
     ok = parts.map(len).eq(4) & parts.str[0].eq("C")
-    bad = skipped_only([{"corpus": NAME, "file": label, "row": n,
+    bad = base.skipped_only([{"corpus": NAME, "file": label, "row": n,
                          "reason": "Filename is not C_<nn>_<TYPE>_<talker>.wav"} for n in names[~ok]])
     table, names, parts = table[ok], names[ok], parts[ok]
     kind = parts.str[2].str.lower()
@@ -63,7 +63,7 @@ def load(root: Path | str) -> base.CorpusLoad:
         "degradation": kind,
         "condition_id": table["ConditionID"].map(_condition),
     })
-    return combine([bad, base.finalize(rows, NAME, root, SCALE, label_file=label)])
+    return base.combine([bad, base.finalize(rows, NAME, root, SCALE, label_file=label)])
 
 
 def _condition(value) -> str:
