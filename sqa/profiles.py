@@ -41,13 +41,18 @@ def demo_size(profile: str) -> str:
     return "smoke" if paths.check_profile(profile) == "smoke" else "demo"
 
 
-#: per stage and profile: what an empty string or a 0 in a notebook parameter stands for
+#: per stage and profile: what an empty string, a 0 or [] in a notebook parameter stands for
 STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
     "02_teacher": {
         "smoke": {"teacher": "xlsr-tiny-l2", "epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
         "demo": {"teacher": "distillmos", "init": "released", "epochs": 6, "lr": 3e-5, "batch_size": 16,
                  "window_s": 4.0},
         "paper": {"teacher": "xlsr-2b-l10", "epochs": 30, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+    },
+    "06_analysis": {
+        "smoke": {"baselines": ["mfcc-sqa", "dnsmos-p808"]},
+        "demo": {"baselines": ["dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa"]},
+        "paper": {"baselines": ["dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa"]},
     },
     "04_distill": {
         "smoke": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
@@ -60,8 +65,11 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
 def resolve(profile: str, stage: str, params: dict) -> dict:
     """``params`` with every empty/zero value replaced by the profile's default for the stage."""
     defaults = STAGE_DEFAULTS.get(stage, {}).get(paths.check_profile(profile), {})
-    return {k: (defaults[k] if k in defaults and v in ("", 0, 0.0) and not isinstance(v, bool) else v)
-            for k, v in params.items()}
+    return {k: (defaults[k] if k in defaults and _empty(v) else v) for k, v in params.items()}
+
+
+def _empty(value) -> bool:
+    return not isinstance(value, bool) and (value in ("", 0, 0.0) or value == [])
 
 
 #: extra runs ``sqa reproduce`` makes of a stage (each a set of ``-p`` overrides); default: one run

@@ -132,3 +132,20 @@ def test_04_distills_and_the_labeled_only_baseline_lands_in_its_own_run(chain):
 
 def runs_registry(out):
     return [json.loads(line) for line in (out / "registry.jsonl").read_text().splitlines()]
+
+
+def test_06_collects_every_run_and_baseline(chain):
+    out, _ = chain
+    d = run_dir(out, "06_analysis")
+    table = pd.read_csv(d / "results_pcc.csv")
+    labels = " ".join(table.iloc[:, 0].astype(str))
+    assert "teacher" in labels and "distilled 1M" in labels and "mfcc-sqa" in labels
+    for fig in ("score_vs_params", "score_vs_throughput", "corpus_heatmap"):
+        assert (d / f"{fig}.png").stat().st_size > 1000 and (d / f"{fig}.pdf").is_file()
+    assert (d / "results_pcc.md").is_file() and (d / "metrics.json").is_file()
+
+
+def test_07_offers_clips_headless(chain):
+    out, _ = chain
+    m = json.loads((run_dir(out, "07_listen") / "metrics.json").read_text())
+    assert m

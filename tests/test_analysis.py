@@ -1,0 +1,247 @@
+"""Stage 06 analysis on fake run folders with known predictions (pred = MOS + noise of a known size)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from sqa import analysis, analysis_plots, atomic, metrics, paths, runs
+from sqa.experiment import StageData
+
+CORPORA = ("c-codec", "c-noise", "c-reverb")
+N_PER_CORPUS = 60
+#: (stage, tag, resolved params, noise sd of the predictions, params in metrics.json or None)
+RUNS = [
+    ("02_teacher", "teacher-tiny_seed-0", {"teacher": "tiny", "seed": 0}, 0.3, None),
+    ("04_distill", "size-1M_mode-distill", {"size": "1M", "mode": "distill", "labeled_mix": 0.2}, 0.5, 1_000_000),
+    ("04_distill", "size-1M_mode-labeled-only", {"size": "1M", "mode": "labeled-only"}, 0.9, 1_000_000),
+    ("04_distill", "size-25k_mode-distill", {"size": "25k", "mode": "distill"}, 0.7, 25_000),
+    ("04_distill", "size-25k_mode-labeled-only", {"size": "25k", "mode": "labeled-only"}, 1.1, 25_000),
+    ("04_distill", "size-250k_mode-distill", {"size": "250k", "mode": "distill"}, 0.6, 250_000),
+    ("05_prune", "size-50pct_method-taylor", {"size": "50%", "method": "taylor"}, 0.4, 33_000),
+]
+
+
+def tiny_student():
+    from sqa.models import student
+
+    return student.ConvTransformerSQA(student.preset("10k")).eval()
+
+
+def make_test_split(n: int = N_PER_CORPUS, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [{"utt_id": f"{c}/{c}-{i:03d}", "corpus": c, "sys_id": f"{c}/sys{i % 5}", "split": "test",
+             "path": f"wav/{i:03d}.wav", "mos": float(rng.uniform(1, 5))} for c in CORPORA for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def fake_runs(outputs):
+    """Run folders of stages 02/04/05 in a private SQA_OUTPUTS, registered like real runs."""
+    from sqa.models import checkpoint
+
+    test = make_test_split()
+    model = tiny_student()
+    rng = np.random.default_rng(1)
+    for stage, tag, resolved, sd, n_params in RUNS:
+        folder = paths.run_dir("smoke", stage, tag)
+        run = runs.Run("smoke", stage, tag, folder, dict(resolved), resolved={"profile": "smoke", **resolved})
+        folder.mkdir(parents=True)
+        preds = test[["utt_id", "corpus", "sys_id", "mos"]].assign(
+            pred=test["mos"] + rng.normal(0, sd, len(test)), split="test")
+        dev = preds.head(5).assign(utt_id=lambda d: d["utt_id"] + "-dev", split="dev")
+        pd.concat([preds, dev]).to_csv(folder / "predictions.csv", index=False)
+        checkpoint.save(folder / "model.safetensors", model, model.arch, model.checkpoint_config())
+        run.finish({} if n_params is None else {"params": n_params})
+    # a rerun registers its tag again: collect keeps one row (the latest) per stage and tag
+    atomic.append_line(paths.registry_path(), paths.registry_path().read_text().splitlines()[1])
+    return test, model
+
+
+@pytest.fixture
+def found(fake_runs):
+    return analysis.collect("smoke")
+
+
+@pytest.fixture
+def preds(found, fake_runs):
+    return analysis.predictions(found, reference=fake_runs[0])
+
+
+@pytest.fixture
+def pcc_table(preds):
+    return analysis.results_table(preds, "pcc", n_boot=200, seed=0)
+
+
+def test_collect_finds_one_row_per_run_with_kind_label_and_params(found, fake_runs):
+    _, model = fake_runs
+    assert len(found) == len(RUNS)
+    assert found["kind"].value_counts().to_dict() == {"distilled": 3, "labeled-only": 2, "teacher": 1, "pruned": 1}
+    by_label = found.set_index("label")
+    assert by_label.loc["distilled 1M", "params"] == 1_000_000
+    assert by_label.loc["pruned 50% (taylor)", "params"] == 33_000
+    # the teacher's metrics.json has no parameter count: it is read from its model
+    assert by_label.loc["teacher tiny", "params"] == sum(p.numel() for p in model.parameters())
+    assert list(found["kind"]) == sorted(found["kind"], key=analysis.KINDS.index)
+    students = found[found["kind"] == "distilled"]
+    assert list(students["params"]) == sorted(students["params"])
+    assert all(d.is_dir() for d in found["dir"])
+
+
+def test_collect_of_an_empty_profile_is_an_empty_frame(outputs):
+    found = analysis.collect("smoke")
+    assert found.empty and list(found.columns) == analysis.RUN_COLUMNS
+    with pytest.raises(FileNotFoundError, match="02_teacher"):
+        analysis.reference_teacher(found)
+
+
+def test_collect_names_a_run_without_predictions(fake_runs):
+    (paths.run_dir("smoke", "04_distill", "size-25k_mode-distill") / "predictions.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="size-25k_mode-distill.*predictions.csv"):
+        analysis.collect("smoke")
+
+
+def test_predictions_are_the_test_split_of_every_run(preds, found):
+    assert set(preds["label"]) == set(found["label"])
+    assert len(preds) == len(found) * len(CORPORA) * N_PER_CORPUS
+    assert not preds["utt_id"].str.endswith("-dev").any()
+
+
+def test_predictions_of_a_run_that_read_another_manifest_are_refused(found, fake_runs):
+    other = fake_runs[0].iloc[1:]
+    with pytest.raises(ValueError, match="differ from the manifest"):
+        analysis.predictions(found, reference=other)
+    shifted = fake_runs[0].assign(mos=fake_runs[0]["mos"] + 0.1)
+    with pytest.raises(ValueError, match="MOS of .* test clips differ"):
+        analysis.predictions(found, reference=shifted)
+
+
+def test_results_table_matches_metrics_and_orders_models_by_their_noise(pcc_table, preds):
+    t = pcc_table.set_index("label")
+    for corpus in CORPORA:
+        g = preds[(preds["label"] == "distilled 1M") & (preds["corpus"] == corpus)]
+        assert t.loc["distilled 1M", corpus] == pytest.approx(metrics.scores(g["mos"], g["pred"])["pcc"])
+    by_noise = [label for label in ("teacher tiny", "pruned 50% (taylor)", "distilled 1M", "distilled 250k",
+                                    "distilled 25k", "labeled-only 1M", "labeled-only 25k")]
+    assert list(t.loc[by_noise, "weighted"]) == sorted(t.loc[by_noise, "weighted"], reverse=True)
+    assert analysis.corpora_of(pcc_table) == list(CORPORA)
+    assert analysis.best_of(pcc_table) == "distilled 1M"
+
+
+def test_bootstrap_cis_contain_the_point_estimates(pcc_table):
+    for col in [*CORPORA, *analysis.MEANS]:
+        est, lo, hi = (pcc_table[c].to_numpy(dtype=float) for c in (col, f"{col}_lo", f"{col}_hi"))
+        assert np.isfinite(est).all() and (lo <= est).all() and (est <= hi).all() and (lo < hi).all()
+
+
+def test_rmse_table_is_close_to_the_noise_size(preds):
+    rmse = analysis.results_table(preds, "rmse", n_boot=50).set_index("label")
+    sd = {"teacher tiny": 0.3, "labeled-only 25k": 1.1}
+    for label, noise in sd.items():
+        assert rmse.loc[label, "weighted"] == pytest.approx(noise, rel=0.15)
+
+
+def test_gap_closed_on_a_hand_built_table():
+    rows = [("teacher x", "teacher", "", 5e6, 0.80), ("distilled 1M", "distilled", "1M", 1e6, 0.70),
+            ("labeled-only 1M", "labeled-only", "1M", 1e6, 0.60), ("distilled 25k", "distilled", "25k", 25e3, 0.5)]
+    table = pd.DataFrame(rows, columns=["label", "kind", "size", "params", "weighted"])
+    table["unweighted"] = table["weighted"] - 0.05
+    gap = analysis.gap_closed_by_size(table).set_index("size")
+    assert list(gap.index) == ["25k", "1M"]
+    assert gap.loc["1M", "gap_closed"] == pytest.approx(0.5)
+    assert gap.loc["1M", "gap_closed_unweighted"] == pytest.approx(0.5)
+    assert np.isnan(gap.loc["25k", "gap_closed"]) and "no labeled-only run of size 25k" in gap.loc["25k", "note"]
+
+
+def test_gap_closed_by_size_from_the_results_table(pcc_table):
+    gap = analysis.gap_closed_by_size(pcc_table).set_index("size")
+    t = pcc_table.set_index("label")["weighted"]
+    expected = metrics.gap_closed(t["distilled 1M"], t["labeled-only 1M"], t["teacher tiny"])
+    assert gap.loc["1M", "gap_closed"] == pytest.approx(expected)
+    assert 0 < gap.loc["1M", "gap_closed"] < 1 and 0 < gap.loc["25k", "gap_closed"] < 1
+    assert "no labeled-only" in gap.loc["250k", "note"]
+    with pytest.raises(ValueError, match="not a teacher row"):
+        analysis.gap_closed_by_size(pcc_table, teacher="distilled 1M")
+
+
+def test_figures_and_tables_are_written(pcc_table, preds, found, outputs):
+    run = runs.Run("smoke", "06_analysis", "seed-0", paths.run_dir("smoke", "06_analysis", "seed-0"), {})
+    speed = pd.DataFrame({"label": pcc_table["label"], "throughput": np.geomspace(1, 500, len(pcc_table))})
+    figures = {
+        "score_vs_params": analysis_plots.score_vs_params(pcc_table),
+        "score_vs_throughput": analysis_plots.score_vs_throughput(pcc_table, speed),
+        "scatter": analysis_plots.scatter_grid(preds, ["teacher tiny", analysis.best_of(pcc_table)]),
+        "heatmap": analysis_plots.corpus_heatmap(pcc_table),
+    }
+    for name, fig in figures.items():
+        analysis_plots.saved(fig, run.path(name))
+        for fmt in ("png", "pdf"):
+            assert run.path(f"{name}.{fmt}").stat().st_size > 5000, name
+    gap = analysis.gap_closed_by_size(pcc_table)
+    written = analysis.write_tables(run, {"pcc": pcc_table}, gap_closed=gap, runs=found)
+    assert {p.name for p in written} == {"results_pcc.csv", "results_pcc.md", "gap_closed.csv", "gap_closed.md",
+                                          "runs.csv", "runs.md"}
+    back = pd.read_csv(run.path("results_pcc.csv"))
+    assert np.allclose(back["weighted"], pcc_table["weighted"])
+    assert "[" in run.path("results_pcc.md").read_text()
+    assert pd.read_csv(run.path("runs.csv"))["dir"].str.startswith("$SQA_OUTPUTS/").all()
+
+
+def test_metrics_dict_is_strict_json_with_every_model(pcc_table, preds):
+    tables = {"pcc": pcc_table, "rmse": analysis.results_table(preds, "rmse", n_boot=20)}
+    out = analysis.metrics_dict(tables, analysis.gap_closed_by_size(pcc_table))
+    text = json.dumps(out, allow_nan=False)
+    back = json.loads(text)
+    assert set(back["models"]) == set(pcc_table["label"])
+    m = back["models"]["distilled 1M"]
+    assert m["params"] == 1_000_000 and m["kind"] == "distilled"
+    expected = pcc_table.set_index("label").loc["distilled 1M", "weighted"]
+    assert m["pcc"]["weighted"]["estimate"] == pytest.approx(expected)
+    assert set(m["rmse"]) == {*CORPORA, "weighted", "unweighted"}
+    assert back["gap_closed"][0]["size"] == "25k"
+
+
+def test_throughput_of_a_tiny_student_is_positive_and_quick():
+    import time
+
+    start = time.perf_counter()
+    speed = analysis.throughput(tiny_student(), seconds=2.0, repeats=2, clips=1, budget_s=2.0)
+    assert speed > 0 and np.isfinite(speed)
+    assert time.perf_counter() - start < 20
+    with pytest.raises(TypeError, match="neither"):
+        analysis.throughput(object())
+
+
+def test_baseline_predictions_are_scored_once_and_cached(outputs, tmp_path, monkeypatch):
+    from sqa.models import baselines
+
+    test = make_test_split(n=3)
+    root = tmp_path / "corpus"
+    (root / "wav").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sf.write(root / f"wav/{i:03d}.wav", (0.1 * rng.standard_normal(16000)).astype("float32"), 16000)
+    data = StageData(test, {c: root for c in CORPORA}, tmp_path)
+    run = runs.Run("smoke", "06_analysis", "seed-0", paths.run_dir("smoke", "06_analysis", "seed-0"), {})
+    first = analysis.baseline_predictions(data, run, ["mfcc-sqa"])
+    assert list(first.columns) == analysis.PRED_COLUMNS and len(first) == len(test)
+    assert first["pred"].between(1, 5).all() and (first["kind"] == "baseline").all()
+    assert first["params"].iloc[0] == baselines.get("mfcc-sqa").n_params
+    assert len(list(run.path("baselines").glob("mfcc-sqa_*.csv"))) == 1
+
+    def no_scoring(name, *args, **kwargs):
+        raise AssertionError(f"{name} scored again instead of read from the cache")
+
+    monkeypatch.setattr(baselines, "get", no_scoring)
+    again = analysis.baseline_predictions(data, run, ["mfcc-sqa"])
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    with pytest.raises(ValueError, match="unknown baselines"):
+        analysis.baseline_predictions(data, run, ["pesq"])
+    combined = analysis.combine(first, first.assign(label="copy"))
+    assert len(combined) == 2 * len(test)
+    with pytest.raises(ValueError, match="other clips"):
+        analysis.combine(first, first.iloc[1:].assign(label="short"))
