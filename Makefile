@@ -5,6 +5,9 @@ PROFILE ?= demo
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
+# idle OpenMP threads wait passively: spinning ones slow everything else on a small machine
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: setup browser demo test reproduce lab bench clean-outputs
 
 setup: $(STAMP)
