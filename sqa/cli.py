@@ -1,4 +1,4 @@
-"""The ``sqa`` command: ``sqa run``, ``sqa stages`` (more subcommands join as stages land)."""
+"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import notebooks, runs
+from . import export, notebooks, runs, score
 
 
 def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False) -> Path | None:
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_reproduce)
     stages = sub.add_parser("stages", help="list the notebooks and their parameters")
     stages.set_defaults(func=_stages)
+    score.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
