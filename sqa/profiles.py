@@ -75,7 +75,7 @@ def _empty(value) -> bool:
 #: extra runs ``sqa reproduce`` makes of a stage (each a set of ``-p`` overrides); default: one run
 SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
     "demo": {
-        "04_distill": [{"size": size, "mode": mode} for size in ("50k", "250k", "1M")
+        "04_distill": [{"size": size, "mode": mode} for size in ("50k", "250k")
                        for mode in ("distill", "labeled-only")],
     },
     "paper": {
