@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from signals import speechlike
 from sqa.models.heads import (
     BACKBONES,
     HeadConfig,
@@ -23,7 +24,6 @@ from sqa.models.heads import (
 
 xls_config = pytest.importorskip("xls_r_sqa.config")
 xls_model = pytest.importorskip("xls_r_sqa.sqa_model")
-
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,18 +64,6 @@ def realistic_features(head: SqaHead, n: int, batch: int, seed: int) -> list[tor
         std = norm.running_var.sqrt()
         out.append(norm.running_mean + std * torch.randn(batch, n, head.config.dim_input, generator=g))
     return out
-
-
-def speechlike(seconds: float, seed: int, sr: int = 16000) -> torch.Tensor:
-    """A voiced, syllable-modulated harmonic signal with noise: (T,) float32."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(seconds * sr), dtype=torch.float64) / sr
-    f0 = 130 + 25 * torch.sin(2 * math.pi * 0.7 * t)
-    phase = 2 * math.pi * torch.cumsum(f0 / sr, 0)
-    voiced = sum(torch.sin(k * phase) / k for k in range(1, 12))
-    envelope = torch.sin(2 * math.pi * 4 * t).clamp(min=0) ** 0.5
-    noise = torch.randn(t.shape, generator=g, dtype=torch.float64)
-    return (0.2 * voiced * envelope + 0.02 * noise).float()
 
 
 # every shipped sqa-v2 "full" head, plus the other variant / version on a few
