@@ -105,7 +105,21 @@ class SslFeatures(nn.Module):
         return [self._captured[layer] for layer in self.layers]
 
 
-class XlsrTeacher(nn.Module):
+class FeaturesAndHead(nn.Module):
+    """``features`` (wave -> list of layer outputs) followed by an XLS-R-SQA ``head``."""
+
+    def forward_features(self, feats: list[Tensor]) -> Tensor:
+        """MOS from cached features: random crops while training, windows at inference."""
+        feats = feats[0] if len(feats) == 1 else feats
+        if self.training:
+            return self.head(crop_features(feats, self.head.config.feat_seq_len, mode="random"))
+        return predict_long(self.head, feats)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.forward_features(self.features(wave))
+
+
+class XlsrTeacher(FeaturesAndHead):
     """SSL features -> SqaHead; ``forward(wave) -> MOS (B,)`` with windowing for long clips."""
 
     arch = "xlsr-teacher"
@@ -116,16 +130,6 @@ class XlsrTeacher(nn.Module):
         self.features = SslFeatures(config.backbone, config.layers, config.finetune_top, config.backbone_config)
         head_cfg = {"fusion": len(config.layers) == 2, **config.head, "dim_input": self.features.dim}
         self.head = SqaHead(HeadConfig(**head_cfg))
-
-    def forward_features(self, feats: list[Tensor]) -> Tensor:
-        """MOS from cached features: random 384-frame crops while training, windows at inference."""
-        feats = feats[0] if len(feats) == 1 else feats
-        if self.training:
-            return self.head(crop_features(feats, self.head.config.feat_seq_len, mode="random"))
-        return predict_long(self.head, feats)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return self.forward_features(self.features(wave))
 
     def checkpoint_config(self) -> dict:
         cfg = self.config.to_dict()

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ..models import checkpoint
-from ..models.heads import crop_features, predict_long
+from ..models.heads import crop_features
 from ..models.student import count_params
-from ..models.teacher import XlsrTeacher
+from ..models.teacher import FeaturesAndHead, XlsrTeacher
 from .head import PrunableSqaHead, PrunedHeadConfig, from_sqa_head
 from .layers import PrunableLayer, activation, quiet_init
 from .units import TensorPlan, Units
@@ -196,7 +196,7 @@ class PrunedTeacherConfig:
         return cls(encoder, head, dict(data.get("origin", {})))
 
 
-class PrunedXlsrTeacher(nn.Module):
+class PrunedXlsrTeacher(FeaturesAndHead):
     """Pruned SSL encoder -> ``PrunableSqaHead``; the same forward contract as ``XlsrTeacher``
     (random ``feat_seq_len`` crops of the features while training, windows at inference)."""
 
@@ -207,15 +207,6 @@ class PrunedXlsrTeacher(nn.Module):
         self.origin = dict(config.origin)
         self.features = Encoder(config.encoder)
         self.head = PrunableSqaHead(config.head)
-
-    def forward_features(self, feats: list[Tensor]) -> Tensor:
-        feats = feats[0] if len(feats) == 1 else feats
-        if self.training:
-            return self.head(crop_features(feats, self.head.config.feat_seq_len, mode="random"))
-        return predict_long(self.head, feats)
-
-    def forward(self, wave: Tensor) -> Tensor:
-        return self.forward_features(self.features(wave))
 
     def score_crops(self, wave: Tensor) -> Tensor:
         """MOS of each row as one head window (centre-cropped or zero-padded features)."""
