@@ -142,7 +142,8 @@ class PrunableSqaHead(SqaHead):
         return out
 
     def stacks(self, prefix: str) -> dict[str, list[str]]:
-        return {f"{prefix}encoder.layers": [f"{prefix}encoder.layers.{i}.gate" for i in range(len(self.encoder.layers))]}
+        layers = f"{prefix}encoder.layers"
+        return {layers: [f"{layers}.{i}.gate" for i in range(len(self.encoder.layers))]}
 
     def config_for(self, keep: Mapping[str, Tensor], prefix: str, dim_input: int) -> PrunedHeadConfig:
         """The config after removal of everything not in ``keep``."""

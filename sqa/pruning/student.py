@@ -42,7 +42,8 @@ class PrunedStudentConfig:
     def from_dict(cls, data: Mapping) -> "PrunedStudentConfig":
         unknown = sorted(set(data) - {"student", "head", "origin"})
         if unknown or "student" not in data or "head" not in data:
-            raise ValueError(f"PrunedStudentConfig.from_dict: needs keys student, head (and origin); got {sorted(data)}")
+            raise ValueError("PrunedStudentConfig.from_dict: needs keys student, head (and origin); "
+                             f"got {sorted(data)}")
         student = StudentConfig.from_dict(data["student"])
         head = PrunedHeadConfig.from_dict(data["head"])
         if head.dim_input != student.feature_dim:

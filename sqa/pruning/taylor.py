@@ -25,6 +25,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -41,7 +42,8 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if self.waves.dim() != 2 or len(self.waves) == 0:
-            raise ValueError(f"Calibration.waves must be a non-empty (clips, samples) tensor, got {tuple(self.waves.shape)}")
+            raise ValueError("Calibration.waves must be a non-empty (clips, samples) tensor, "
+                             f"got {tuple(self.waves.shape)}")
         if self.targets.shape != (len(self.waves),) or not torch.isfinite(self.targets).all():
             raise ValueError(f"Calibration.targets must be {len(self.waves)} finite MOS values, "
                              f"got shape {tuple(self.targets.shape)}")
@@ -82,11 +84,11 @@ def importance(model: nn.Module, calibration: Calibration, batch_size: int = 8, 
             grads = torch.autograd.grad(p.sum(), list(leaves.values()), allow_unused=True)
             r = (p.detach() - (targets.to(device) - 1.0) / 4.0).double()[:, None]
             for (g, leaf), grad in zip(leaves.items(), grads):
-                j = torch.zeros_like(leaf, dtype=torch.float64) if grad is None else (grad * leaf.detach()).double()
-                if order == 2:
-                    scores[g] += (j.square() - 2.0 * r * j).sum(0).cpu()
-                else:
-                    scores[g] += (2.0 * r * j).sum(0).abs().cpu()
+                if grad is None:  # the group does not reach the output
+                    continue
+                j = (grad * leaf.detach()).double()
+                step = (j.square() - 2.0 * r * j).sum(0) if order == 2 else (2.0 * r * j).sum(0).abs()
+                scores[g] += step.cpu()
     finally:
         for g, u in groups.items():
             u.mask = base[g]
@@ -103,39 +105,40 @@ def select(model: nn.Module, scores: dict[str, Tensor], size: float, floor: floa
     has <= ``size`` parameters; removals that would go below ``floor`` are skipped. Returns the
     units masked per group.
 
-    Every unit of a group costs the same (the count it saves at the current sizes); a layer gate
-    costs the whole layer. Units inside a masked layer are no longer candidates.
+    Every unit of a group costs the same (what it saves at the current sizes); a layer gate costs
+    the whole layer. Units inside a masked layer are no longer candidates. (Scoring sets of units
+    by their joint linearised loss instead was tried and rejected: the greedy search then finds
+    units whose sensitivities cancel in the linear model but not in the network.)
     """
     groups = unit_groups(model)
     count = Counter(model)
     kept = {g: float(v) for g, v in kept_counts(model).items()}
     owner = owner_gates(model)
     total = count(kept)
-    cost = {}
-    for g, u in groups.items():
-        fewer = dict(kept, **{g: 0.0 if u.kind == "layer" else kept[g] - 1})
-        cost[g] = max(total - count(fewer), 1e-9)
-    ranked = sorted(((float(s) / cost[g] if per_param else float(s), g, i)
-                     for g, vec in scores.items() for i, s in enumerate(vec.tolist()) if not math.isnan(s)),
-                    key=lambda item: item[0])
+    cost = {g: max(-count.change(kept, g, kept[g] - 1), 1e-9) for g in groups}
+    candidates = sorted(((float(s) / cost[g] if per_param else float(s), g, i)
+                         for g, vec in scores.items() for i, s in enumerate(vec.tolist()) if not math.isnan(s)),
+                        key=lambda item: item[0])
+    masks = {g: (np.ones(u.n) if u.mask is None else u.mask.detach().cpu().double().numpy().copy())
+             for g, u in groups.items()}
     removed = {g: 0 for g in groups}
-    for _, g, i in ranked:
+    for _, g, i in candidates:
         if total <= size:
             break
-        u = groups[g]
         gate = owner[g]
-        if kept[g] - 1 < u.min_keep or (gate is not None and kept[gate] == 0):
+        if kept[g] - 1 < groups[g].min_keep or (gate is not None and kept[gate] == 0):
             continue
-        trial = dict(kept, **{g: kept[g] - 1})
-        new_total = count(trial)
-        if floor is not None and new_total < floor:
+        d = count.change(kept, g, kept[g] - 1)
+        if floor is not None and total + d < floor:
             continue
-        mask = u.mask if u.mask is not None else torch.ones(u.n, device=next(model.parameters()).device)
-        mask = mask.clone()
-        mask[i] = 0.0
-        u.mask = mask
-        kept, total = trial, new_total
+        masks[g][i] = 0.0
+        kept[g] -= 1
+        total += d
         removed[g] += 1
+    device = next(model.parameters()).device
+    for g, n in removed.items():
+        if n:
+            groups[g].mask = torch.from_numpy(masks[g]).float().to(device)
     return removed
 
 
@@ -174,6 +177,8 @@ def calibration_loss(model: nn.Module, calibration: Calibration, batch_size: int
 
 @dataclass
 class Outcome:
+    """A pruned model and one history row per round (or per logged step)."""
+
     model: nn.Module
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
 

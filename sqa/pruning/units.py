@@ -21,6 +21,7 @@ into kept tensors), ``score_crops(wave)`` (MOS of each row as one window) and ``
 from __future__ import annotations
 
 import re
+from collections import ChainMap
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -110,14 +111,30 @@ class Counter:
             factors = tuple((g, b) for _, g, b in tp.axes) + (((tp.layer, 1),) if tp.layer is not None else ())
             self.terms.append((fixed, factors))
 
+        self.by_group: dict[str, list[int]] = {}
+        for i, (_, factors) in enumerate(self.terms):
+            for group in {g for g, _ in factors}:
+                self.by_group.setdefault(group, []).append(i)
+
+    @staticmethod
+    def _term(fixed: int, factors: tuple[tuple[str, int], ...], kept: Mapping[str, float]) -> float:
+        size = fixed
+        for group, block in factors:
+            size = size * (kept[group] * block)
+        return size
+
     def __call__(self, kept: Mapping[str, float]) -> float:
         total = 0.0
         for fixed, factors in self.terms:
-            size = fixed
-            for group, block in factors:
-                size = size * (kept[group] * block)
-            total = total + size
+            total = total + self._term(fixed, factors, kept)
         return total
+
+    def change(self, kept: Mapping[str, float], group: str, value: float) -> float:
+        """How the count changes when ``kept[group]`` becomes ``value`` (only the tensors of that
+        group are visited)."""
+        new = ChainMap({group: value}, kept)
+        return sum(self._term(*self.terms[i], new) - self._term(*self.terms[i], kept)
+                   for i in self.by_group.get(group, ()))
 
 
 def count_for(model: nn.Module, kept: Mapping[str, float]) -> float:

@@ -189,10 +189,12 @@ class PrunedTeacherConfig:
     def from_dict(cls, data: Mapping) -> "PrunedTeacherConfig":
         unknown = sorted(set(data) - {"encoder", "head", "origin"})
         if unknown or "encoder" not in data or "head" not in data:
-            raise ValueError(f"PrunedTeacherConfig.from_dict: needs keys encoder, head (and origin); got {sorted(data)}")
+            raise ValueError("PrunedTeacherConfig.from_dict: needs keys encoder, head (and origin); "
+                             f"got {sorted(data)}")
         encoder, head = EncoderConfig.from_dict(data["encoder"]), PrunedHeadConfig.from_dict(data["head"])
         if head.dim_input != encoder.hidden_size:
-            raise ValueError(f"PrunedTeacherConfig: head.dim_input={head.dim_input} != hidden_size={encoder.hidden_size}")
+            raise ValueError(f"PrunedTeacherConfig: head.dim_input={head.dim_input} differs from the encoder's "
+                             f"hidden_size={encoder.hidden_size}")
         return cls(encoder, head, dict(data.get("origin", {})))
 
 
@@ -327,7 +329,8 @@ def from_teacher(teacher: XlsrTeacher | PrunedXlsrTeacher) -> PrunedXlsrTeacher:
         return copy.deepcopy(teacher)
     encoder = _encoder_config(teacher)
     head, head_state = from_sqa_head(teacher.head)
-    origin = {"arch": teacher.arch, "params": count_params(teacher), "conv_channels": [c.channels for c in encoder.conv],
+    origin = {"arch": teacher.arch, "params": count_params(teacher),
+              "conv_channels": [c.channels for c in encoder.conv],
               "n_blocks": max(encoder.read_layers), "heads": encoder.hidden_size // encoder.head_dim,
               "ffn": encoder.blocks[0].ffn if encoder.blocks else 0}
     out = PrunedXlsrTeacher(PrunedTeacherConfig(encoder, head.config, origin))
