@@ -57,7 +57,9 @@ def run_dir(profile: str, stage: str, tag: str) -> Path:
 
 
 def safe_tag(tag: str) -> str:
-    cleaned = _TAG_OK.sub("-", str(tag)).strip("-.")
+    """``tag`` as a folder name: ``%`` spelled ``pct`` (size 29% -> ``size-29pct``), every other
+    character outside letters, digits, ``.``, ``_``, ``+``, ``-`` replaced by ``-``."""
+    cleaned = _TAG_OK.sub("-", str(tag).replace("%", "pct")).strip("-.")
     if not cleaned:
         raise ValueError(f"run tag {tag!r} has no usable characters")
     return cleaned

@@ -56,8 +56,20 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
     },
     "04_distill": {
         "smoke": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
-        "demo": {"epochs": 4, "lr": 1e-3, "batch_size": 16, "window_s": 4.0},
+        "demo": {"epochs": 2, "lr": 1e-3, "batch_size": 16, "window_s": 4.0},
         "paper": {"epochs": 20, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+    },
+    # stage 05 also reads settings that are not notebook parameters from here (sqa.prune.settings)
+    "05_prune": {
+        "smoke": {"size": "50%", "method": "taylor", "calibration_clips": 16, "steps": 2, "finetune_epochs": 2,
+                  "recover_steps": 4, "gate_steps": 10, "recover_lr": 1e-4, "lr": 1e-3, "batch_size": 8,
+                  "window_s": 4.0, "labeled_mix": 0.2, "timing_repeats": 3},
+        "demo": {"size": "1M", "method": "taylor", "calibration_clips": 32, "steps": 3, "finetune_epochs": 2,
+                 "recover_steps": 4, "gate_steps": 40, "recover_lr": 1e-4, "lr": 3e-4, "batch_size": 16,
+                 "window_s": 4.0, "labeled_mix": 0.2, "timing_repeats": 5},
+        "paper": {"size": "29%", "method": "taylor", "calibration_clips": 512, "steps": 8, "finetune_epochs": 10,
+                  "recover_steps": 200, "gate_steps": 3000, "recover_lr": 5e-5, "lr": 1e-4, "batch_size": 32,
+                  "window_s": 7.68, "labeled_mix": 0.2, "timing_repeats": 0},
     },
 }
 
@@ -75,8 +87,11 @@ def _empty(value) -> bool:
 #: extra runs ``sqa reproduce`` makes of a stage (each a set of ``-p`` overrides); default: one run
 SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
     "demo": {
-        "04_distill": [{"size": size, "mode": mode} for size in ("50k", "250k")
-                       for mode in ("distill", "labeled-only")],
+        # labeled-only gets 8 epochs: about as many optimizer steps as 2 distillation epochs (its
+        # train split is ~4x smaller than the pseudo-labeled pool)
+        "04_distill": [{"size": size, "mode": "distill"} for size in ("50k", "250k", "2M")]
+        + [{"size": size, "mode": "labeled-only", "epochs": "8"} for size in ("50k", "250k")],
+        "05_prune": [{"size": size} for size in ("2M", "1M", "500k", "250k")],
     },
     "paper": {
         "04_distill": [{"size": size, "mode": mode} for size in ("10k", "50k", "250k", "1M", "4M")

@@ -40,30 +40,9 @@ STAGE = "05_prune"
 METHODS = ("taylor", "l0")
 TOLERANCE = 0.03
 
-#: per profile: what an empty or zero parameter of notebook 05 stands for, plus the pruning and
-#: fine-tuning settings that are not notebook parameters
-STAGE_DEFAULTS: dict[str, dict] = {
-    "smoke": {"size": "50%", "method": "taylor", "calibration_clips": 16, "steps": 2, "finetune_epochs": 2,
-              "recover_steps": 4, "gate_steps": 10, "recover_lr": 1e-4, "lr": 1e-3, "batch_size": 8,
-              "window_s": 4.0, "labeled_mix": 0.2, "timing_repeats": 3},
-    "demo": {"size": "1M", "method": "taylor", "calibration_clips": 32, "steps": 3, "finetune_epochs": 4,
-             "recover_steps": 4, "gate_steps": 40, "recover_lr": 1e-4, "lr": 3e-4, "batch_size": 16,
-             "window_s": 4.0, "labeled_mix": 0.2, "timing_repeats": 5},
-    "paper": {"size": "29%", "method": "taylor", "calibration_clips": 512, "steps": 8, "finetune_epochs": 10,
-              "recover_steps": 200, "gate_steps": 3000, "recover_lr": 5e-5, "lr": 1e-4, "batch_size": 32,
-              "window_s": 7.68, "labeled_mix": 0.2, "timing_repeats": 0},
-}
-
-
 def stage_defaults(profile: str) -> dict:
-    """Defaults and settings of stage 05 for ``profile`` (see ``STAGE_DEFAULTS``)."""
-    return dict(STAGE_DEFAULTS[paths.check_profile(profile)])
-
-
-def register_stage_defaults() -> None:
-    """Make ``runs.start`` resolve stage 05's empty parameters (and its run tag) from
-    ``STAGE_DEFAULTS``, unless ``sqa.profiles.STAGE_DEFAULTS`` already holds the stage."""
-    profiles.STAGE_DEFAULTS.setdefault(STAGE, {name: dict(d) for name, d in STAGE_DEFAULTS.items()})
+    """Defaults and settings of stage 05 for ``profile`` (``sqa.profiles.STAGE_DEFAULTS``)."""
+    return dict(profiles.STAGE_DEFAULTS[STAGE][paths.check_profile(profile)])
 
 
 def settings(profile: str, resolved: Mapping) -> dict:
@@ -295,22 +274,6 @@ def finetune_source(run: runs.Run, profile: str, given: str) -> tuple[Path | Non
         raise FileNotFoundError(f"pseudo-label run {folder} has no {labels.relative_to(folder)}")
     run.use_input("pseudo_labels", folder)
     return folder, f"fine-tuning on the pseudo-labels of {folder} plus a share of labeled train clips"
-
-
-def check_resumable(run: runs.Run, model: "nn.Module") -> None:
-    """Refuse to resume a fine-tuning that ``run`` saved for a differently pruned model (its
-    ``training/train_state.pt`` would not load): pruning settings that are not in the run tag
-    (e.g. ``steps`` or ``calibration_clips``) changed since."""
-    from .train import STATE_FILE, load_state
-
-    state = load_state(run.dir / "training")
-    if state is None:
-        return
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state["model"].items()}
-    if want != have:
-        raise ValueError(f"{run.dir / 'training' / STATE_FILE} holds the fine-tuning of a differently pruned model "
-                         "(pruning settings changed under the same run tag); delete that run folder to start over")
 
 
 def calibration_pool(data) -> pd.DataFrame:

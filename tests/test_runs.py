@@ -55,6 +55,7 @@ def test_paths_and_tags(outputs):
     assert runs.make_tag({"size": "1M", "labeled_mix": 0.2, "seed": 0}, ["size", "labeled_mix", "seed"]) \
         == "size-1M_labeled-mix-0.2_seed-0"
     assert runs.make_tag({}, []) == "main"
+    assert runs.make_tag({"size": "29%", "method": "taylor"}, ["size", "method"]) == "size-29pct_method-taylor"
     with pytest.raises(ValueError, match="profile='prod'"):
         paths.profile_dir("prod")
     with pytest.raises(ValueError, match="stage='distill'"):
