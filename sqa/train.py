@@ -360,6 +360,19 @@ def _check_resumable(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> 
                          "use a fresh out_dir or the original config")
 
 
+def _check_same_shapes(saved: Mapping[str, Tensor], model: nn.Module, path: Path) -> None:
+    """Refuse to resume into a model whose tensors differ from the saved ones (e.g. a student of
+    another size, or a differently pruned model, under the same run folder)."""
+    now = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    was = {k: tuple(v.shape) for k, v in saved.items()}
+    diff = [f"{k}: {was.get(k, 'absent')} -> {now.get(k, 'absent')}" for k in sorted(now.keys() | was.keys())
+            if now.get(k) != was.get(k)]
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        raise ValueError(f"{path}: holds a different model ({'; '.join(diff[:3])}{more}); "
+                         "the model changed since that training was saved: use a fresh out_dir")
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic.atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -467,6 +480,7 @@ def fit(
         if saved["steps_per_epoch"] != steps_per_epoch:
             raise ValueError(f"{out_dir / STATE_FILE}: saved with {saved['steps_per_epoch']} steps per epoch, "
                              f"the data now give {steps_per_epoch}; the training set changed")
+        _check_same_shapes(saved["model"], model, out_dir / STATE_FILE)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])

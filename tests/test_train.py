@@ -38,11 +38,11 @@ WINDOW = 2048
 class TinyNet(nn.Module):
     """Conv filter bank -> log energy per channel -> linear -> MOS in 1..5."""
 
-    def __init__(self, dropout: float = 0.1) -> None:
+    def __init__(self, dropout: float = 0.1, channels: int = 8) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(1, 8, 32, stride=16)
+        self.conv = nn.Conv1d(1, channels, 32, stride=16)
         self.drop = nn.Dropout(dropout)
-        self.out = nn.Linear(8, 1)
+        self.out = nn.Linear(channels, 1)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         energy = torch.log(self.conv(wave[:, None]).pow(2).mean(-1) + 1e-8)
@@ -244,6 +244,8 @@ def test_early_stopping_after_patience_and_resume_of_a_stopped_run(corpus, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(), res.model.state_dict().values()))
     with pytest.raises(ValueError, match=r"cannot resume with a different config \(lr: 0.03 -> 0.01\)"):
         fit(TinyNet(), train, dev, TrainConfig(**{**cfg.__dict__, "lr": 0.01}), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"train_state.pt: holds a different model \(conv.bias: \(8,\) -> \(6,\)"):
+        fit(TinyNet(channels=6), train, dev, cfg, tmp_path / "run")
 
 
 def test_bias_aware_loss_with_mixed_batches(tmp_path):
