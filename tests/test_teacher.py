@@ -56,6 +56,21 @@ def test_teacher_forward_fusion_and_checkpoint_round_trip(backbone, tmp_path):
     assert info.arch == "xlsr-teacher"
 
 
+def test_a_deep_copy_captures_its_own_block_outputs(backbone):
+    import copy
+
+    teacher = XlsrTeacher(TeacherConfig(str(backbone), [0, 3], head={"dim_transformer": 16, "n_layers": 1})).eval()
+    twin = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in twin.features.model.encoder.layers[2].parameters():
+            p.add_(0.5)
+        x = wave(1)
+        ours, theirs = twin.features(x), teacher.features(x)
+    assert twin.features._captured.keys() == {0, 3} and teacher.features._captured.keys() == {0, 3}
+    torch.testing.assert_close(ours[0], theirs[0])
+    assert not torch.allclose(ours[1], theirs[1])  # the copy's changed block 3, not the original's
+
+
 def test_frozen_backbone_and_finetune_top(backbone):
     t = XlsrTeacher(TeacherConfig(str(backbone), [3]))
     trainable = {n for n, p in t.named_parameters() if p.requires_grad}

@@ -10,6 +10,7 @@ Teacher names: ``xlsr-<300m|1b|2b>-l<L>`` or ``xlsr-<size>-l<L1>+<L2>`` (two lay
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,16 +78,15 @@ class SslFeatures(nn.Module):
             if layer == 0:
                 self.model.encoder.layers[0].register_forward_pre_hook(self._pre_hook)
             else:
-                self.model.encoder.layers[layer - 1].register_forward_hook(self._hook(layer))
+                self.model.encoder.layers[layer - 1].register_forward_hook(functools.partial(self._hook, layer))
         self.set_trainable(finetune_top)
 
     def _pre_hook(self, module, args):
         self._captured[0] = args[0]
 
-    def _hook(self, layer: int):
-        def capture(module, args, output):
-            self._captured[layer] = output[0] if isinstance(output, tuple) else output
-        return capture
+    def _hook(self, layer: int, module, args, output):
+        # a bound method (in a partial), not a closure: copy.deepcopy rebinds it to the copy
+        self._captured[layer] = output[0] if isinstance(output, tuple) else output
 
     def set_trainable(self, finetune_top: int) -> None:
         """Freeze everything except the top ``finetune_top`` kept blocks."""
