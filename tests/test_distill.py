@@ -310,3 +310,10 @@ def test_teacher_checkpoint_path_in_workers_equals_in_process(pool, tmp_path):
     assert one.labels["pseudo_mos"].std() > 0
     pd.testing.assert_frame_equal(two.labels, one.labels, check_exact=False, rtol=1e-5)
     assert json.loads((tmp_path / "two" / "job.json").read_text())["models"][0]["kind"] == "checkpoint"
+
+
+def test_workers_for_picks_one_process_per_cpu_core():
+    assert distill.workers_for(0) == len(os.sched_getaffinity(0))
+    assert distill.workers_for(0, "cuda:0") == 1 and distill.workers_for(3) == 3
+    with pytest.raises(ValueError, match="num_workers=-1"):
+        distill.workers_for(-1)
