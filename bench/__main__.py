@@ -3,7 +3,8 @@
 Every module of ``bench/`` with a ``main`` function is a benchmark, except the helpers
 (``common``, ``table``). Each runs in its own Python process with default arguments, so that
 thread pools, memory and environment settings made before torch loads start fresh for each.
-Slow ones (``demo_corpus``: minutes) run only with ``--all``.
+Slow ones (minutes, and reading the demo runs ``make demo`` made: ``demo_corpus``, ``distill``,
+``pruned_vs_distilled``) run only with ``--all``.
 
     python -m bench [--all] [--only NAME ...] [--list]
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
-SLOW = ("demo_corpus",)
+SLOW = ("demo_corpus", "distill", "pruned_vs_distilled")
 
 
 def benchmarks() -> list[str]:

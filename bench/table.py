@@ -107,6 +107,25 @@ def demo_corpus_table(result: Mapping) -> str:
                         machine_line(result["machine"])])
 
 
+def distill_table(result: Mapping) -> str:
+    """``distill_<profile>.json``: pseudo-labeling and distillation wall times against their budgets."""
+    budget = result["budget_s"]
+    rows = [[f"pseudo-label {result['pool_clips']:,} pool clips, {r['workers']} worker(s)", r["seconds"],
+             budget["pseudo_label"], f"{r['clips_per_s']:.1f} clips/s"] for r in result["pseudo_label"]]
+    d = result["distill"]
+    rows.append([f"distill a {d['size']} student ({d['params']:,} params), {d['epochs']} epochs + test",
+                 d["seconds"], budget["distill"], f"test PCC {d['test_pcc_weighted']:.3f}"])
+    return "\n\n".join([markdown(["job", "seconds", "budget s", "note"], rows), machine_line(result["machine"])])
+
+
+def pruned_vs_distilled_table(result: Mapping) -> str:
+    """``pruned_vs_distilled_<profile>.json``: ms per 4-s clip against parameters, by kind."""
+    rows = [[m["label"], m["kind"], count(m["params"]), m["timing"]["1"]["ms_per_clip"],
+             m["timing"]["2"]["ms_per_clip"], m["test_pcc"]] for m in result["models"]]
+    header = ["model", "kind", "params", "ms/clip 1 thread", "ms/clip 2 threads", "test PCC"]
+    return "\n\n".join([markdown(header, rows), machine_line(result["machine"])])
+
+
 def _flatten(obj: Mapping, prefix: str = "") -> dict:
     out: dict = {}
     for key, value in obj.items():
@@ -141,6 +160,10 @@ def render(path: Path) -> str:
         body = models_table(result)
     elif path.name.startswith("demo_corpus_"):
         body = demo_corpus_table(result)
+    elif path.name.startswith("distill_"):
+        body = distill_table(result)
+    elif path.name.startswith("pruned_vs_distilled_"):
+        body = pruned_vs_distilled_table(result)
     else:
         body = generic_table(result)
     return f"### {path.stem}\n\n{body}\n"
