@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/sqa reproduce --profile demo
+	$(BIN)/sqa reproduce --profile demo --once
 
 # Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
 # Installed when missing and root can apt-get; otherwise that one test is skipped, saying why.

@@ -45,11 +45,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Every numbered notebook in order for one profile (stages with a sweep run once per set)."""
+    """Every numbered notebook in order for one profile (stages with a sweep run once per set,
+    or once with their defaults under ``--once``)."""
     from . import profiles
 
     for stage in notebooks.stages():
-        for overrides in profiles.sweep(args.profile, stage):
+        for overrides in [{}] if args.once else profiles.sweep(args.profile, stage):
             pairs = [("profile", args.profile), *overrides.items()]
             print(f"== {stage} " + " ".join(f"{k}={v}" for k, v in pairs), flush=True)
             run_stage(stage, pairs, args.quiet)
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
     rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    rep.add_argument("--once", action="store_true",
+                     help="each stage once with its defaults, without the profile's sweeps of sizes and modes")
     rep.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
     rep.set_defaults(func=_reproduce)
     stages = sub.add_parser("stages", help="list the notebooks and their parameters")

@@ -98,3 +98,17 @@ def test_registry_reports_torn_lines(outputs):
     paths.registry_path().write_text('{"profile": "demo", "stage": "01_x"}\n{"profile": \n')
     with pytest.raises(ValueError, match="registry.jsonl, line 2: not a JSON record"):
         runs.registry()
+
+
+def test_reproduce_runs_the_sweeps_or_each_stage_once(monkeypatch):
+    from sqa import cli, notebooks, profiles
+
+    calls = []
+    monkeypatch.setattr(cli, "run_stage", lambda stage, pairs, quiet: calls.append((stage, dict(pairs))))
+    assert cli.main(["reproduce", "--profile", "demo", "-q"]) == 0
+    prune_runs = [p for s, p in calls if s == "05_prune"]
+    assert [p["size"] for p in prune_runs] == [o["size"] for o in profiles.SWEEPS["demo"]["05_prune"]]
+    assert all(p["profile"] == "demo" for _, p in calls)
+    calls.clear()
+    assert cli.main(["reproduce", "--profile", "demo", "--once", "-q"]) == 0
+    assert calls == [(stage, {"profile": "demo"}) for stage in notebooks.stages()]
