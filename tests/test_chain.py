@@ -130,6 +130,23 @@ def test_04_distills_and_the_labeled_only_baseline_lands_in_its_own_run(chain):
         assert set(m["test"]) == {"demo-noise", "demo-reverb", "demo-codec", "demo-loss", "demo-mixed"}
 
 
+def test_05_prunes_the_teacher_to_its_target_and_fine_tunes_it(chain):
+    from sqa.models import checkpoint
+
+    out, _ = chain
+    d = run_dir(out, "05_prune")
+    assert d.name == "size-50pct_method-taylor_seed-0"
+    m = json.loads((d / "metrics.json").read_text())
+    assert abs(m["target_error"]) <= 0.03 and m["params"] < m["params_before"]
+    assert m["target_params"] == round(m["params_before"] * 0.5)
+    model, info = checkpoint.load(d / "model.safetensors")
+    assert info.arch == "pruned-xlsr-teacher" and sum(p.numel() for p in model.parameters()) == m["params"]
+    assert set(m["test"]) == {"demo-noise", "demo-reverb", "demo-codec", "demo-loss", "demo-mixed"}
+    units = pd.read_csv(d / "kept_units.csv")
+    assert (units["kept"] <= units["total"]).all() and (units["kept"] < units["total"]).any()
+    assert len(pd.read_csv(d / "prune_history.csv")) >= 1 and (d / "kept_units.png").stat().st_size > 1000
+
+
 def runs_registry(out):
     return [json.loads(line) for line in (out / "registry.jsonl").read_text().splitlines()]
 
@@ -139,7 +156,7 @@ def test_06_collects_every_run_and_baseline(chain):
     d = run_dir(out, "06_analysis")
     table = pd.read_csv(d / "results_pcc.csv")
     labels = " ".join(table.iloc[:, 0].astype(str))
-    assert "teacher" in labels and "distilled 1M" in labels and "mfcc-sqa" in labels
+    assert "teacher" in labels and "distilled 1M" in labels and "pruned 50%" in labels and "mfcc-sqa" in labels
     for fig in ("score_vs_params", "score_vs_throughput", "corpus_heatmap"):
         assert (d / f"{fig}.png").stat().st_size > 1000 and (d / f"{fig}.pdf").is_file()
     assert (d / "results_pcc.md").is_file() and (d / "metrics.json").is_file()
