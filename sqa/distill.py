@@ -405,14 +405,21 @@ def _parallel(models: list, todo: list[_Shard], batch_size: int,
 
 
 def _check_picklable(models: list) -> None:
-    """Fail early when a model cannot reach a worker (checks a module's class, not its weights)."""
+    """Fail early when a model cannot reach a worker (checks a module's class and parametrizations,
+    not its weights)."""
     import pickle
 
     import torch
+    from torch.nn.utils import parametrize
 
     for i, m in enumerate(models):
         if isinstance(m, (str, Path)):
             continue
+        if isinstance(m, torch.nn.Module) and any(parametrize.is_parametrized(x) for x in m.modules()):
+            raise PseudoLabelError(
+                f"model {i} ({_qualname(m)}) has parametrized weights (e.g. weight norm) and cannot be pickled "
+                "to worker processes; pass its checkpoint path instead (each worker loads it), or use "
+                "num_workers=1")
         try:
             pickle.dumps(type(m) if isinstance(m, torch.nn.Module) else m)
         except Exception as err:

@@ -317,3 +317,11 @@ def test_workers_for_picks_one_process_per_cpu_core():
     assert distill.workers_for(0, "cuda:0") == 1 and distill.workers_for(3) == 3
     with pytest.raises(ValueError, match="num_workers=-1"):
         distill.workers_for(-1)
+
+
+def test_a_parametrized_module_is_refused_for_workers_with_the_way_out(pool, tmp_path):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 1)))
+    with pytest.raises(distill.PseudoLabelError, match="parametrized weights.*pass its checkpoint path"):
+        distill.pseudo_label(model, pool["df"], pool["roots"], tmp_path / "wn", num_workers=2, progress=False)
