@@ -48,10 +48,7 @@ def stage_defaults(profile: str) -> dict:
 def settings(profile: str, resolved: Mapping) -> dict:
     """The run's parameters (empty ones filled from the profile) and the profile's pruning and
     fine-tuning settings that are not notebook parameters."""
-    defaults = stage_defaults(profile)
-    given = {k: v for k, v in resolved.items()
-             if k not in defaults or isinstance(v, bool) or v not in ("", 0, 0.0)}
-    return {**defaults, **given}
+    return {**stage_defaults(profile), **profiles.resolve(profile, STAGE, dict(resolved))}
 
 
 # ---------------------------------------------------------------- models

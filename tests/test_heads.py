@@ -26,13 +26,7 @@ xls_config = pytest.importorskip("xls_r_sqa.config")
 xls_model = pytest.importorskip("xls_r_sqa.sqa_model")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP spinning makes small ops 10-40x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 HEADS = [(b, layer) for b, (_, layers) in BACKBONES.items() if b != "mfcc" for layer in (*layers, "fusion")]

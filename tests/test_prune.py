@@ -14,13 +14,7 @@ from sqa.models.teacher import TeacherConfig, XlsrTeacher, tiny_backbone
 from sqa.pruning import gates, taylor, units
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not oversubscribe a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
