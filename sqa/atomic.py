@@ -15,6 +15,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def remove_stale(folder: Path | str) -> int:
+    """Delete the temporary files (``.<name>.*.tmp*``) that writes into ``folder`` and its
+    subfolders left behind when their process was killed; returns how many. Call it only while
+    no other process writes there."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""

@@ -112,3 +112,14 @@ def test_reproduce_runs_the_sweeps_or_each_stage_once(monkeypatch):
     calls.clear()
     assert cli.main(["reproduce", "--profile", "demo", "--once", "-q"]) == 0
     assert calls == [(stage, {"profile": "demo"}) for stage in notebooks.stages()]
+
+
+def test_remove_stale_deletes_only_leftover_temporary_files(tmp_path):
+    from sqa import atomic
+
+    atomic.write_text(tmp_path / "a" / "kept.wav", "done")
+    (tmp_path / "a" / ".kept.wav.x1y2.tmp.wav").write_text("half")
+    (tmp_path / ".labels.csv.abc.tmp.csv").write_text("half")
+    (tmp_path / "notes.tmp.txt").write_text("not ours: no leading dot")
+    assert atomic.remove_stale(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["kept.wav", "notes.tmp.txt"]

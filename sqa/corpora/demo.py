@@ -215,6 +215,8 @@ def build(data: Path | str, size: str = "demo", seed: int = 0, only: list[str] |
     talkers = sources[sources["role"] == "talker"]["source"].tolist()
     needed = sources[sources["source"].isin(set(clips["source"]) | set(talkers))]
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
+    if data.is_dir():
+        atomic.remove_stale(data)  # left by a killed build; its finished clips are kept
     t0 = time.perf_counter()
     with ProcessPoolExecutor(n_jobs, mp_context=get_context("forkserver"), initializer=_init_worker,
                              initargs=(str(data), talkers)) as ex:
