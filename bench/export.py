@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from sqa import atomic, export
-from sqa.models import student
+from sqa.models import count_params, student
 
 from .common import machine, results_dir
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                     for runtime in RUNTIMES:
                         seconds = time_call(fns[runtime], x, args.min_time)
                         diff = float(np.max(np.abs(fns[runtime](x) - reference)))
-                        rows.append({"model": name, "n_params": student.count_params(model), "runtime": runtime,
+                        rows.append({"model": name, "n_params": count_params(model), "runtime": runtime,
                                      "threads": threads, "batch": batch, "seconds_per_call": seconds,
                                      "audio_s_per_s": batch * CLIP_S / seconds, "max_abs_diff_vs_pytorch": diff,
                                      "file_bytes": sizes.get(runtime)})

@@ -8,7 +8,7 @@ Per student preset also training throughput (clips/s): forward + backward + Adam
 Each figure is the median of several timed calls after warm-up; repeats adapt to a time budget.
 
 Models are scored as the pipeline runs them: students with the 4-s window they are trained and
-scored on (``sqa.experiment.build_model``: a 20-s clip = 17 windows, hop 1 s), baselines through
+scored on (``sqa.pipeline.stages.build_model``: a 20-s clip = 17 windows, hop 1 s), baselines through
 ``sqa.models.baselines`` (DistillMOS 7.68-s windows, DNSMOS 9.01-s windows, a 4-s clip doubled to
 16 s first), the teacher as ``XlsrTeacher`` with a randomly initialised XLS-R 300M (the real
 architecture, cut after block 21: speed only, no download possible here).
@@ -51,7 +51,7 @@ from .common import machine, results_dir  # noqa: E402
 
 SR = 16000
 THREADS = (1, 2)
-STUDENT_WINDOW_S = 4.0  # the window students train and score on (sqa.experiment.build_model)
+STUDENT_WINDOW_S = 4.0  # the window students train and score on (sqa.pipeline.stages.build_model)
 TRAIN_BATCH = 16
 TRAIN_CLIP_S = 4.0
 TEACHER_NAME = "xlsr-300m-l21 (random weights, timing only)"
@@ -164,7 +164,7 @@ def inference(make: Callable[[int], baselines.Baseline], settings: Sequence[Sett
 
 def training(name: str, plan: Plan) -> list[dict]:
     """Clips/s of full training steps of a freshly initialised student preset."""
-    from sqa.train import TrainConfig
+    from sqa.training.loop import TrainConfig
 
     cfg = TrainConfig()
     rows = []

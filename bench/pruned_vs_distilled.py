@@ -1,6 +1,6 @@
 """Benchmark: CPU inference speed against parameter count, pruned and distilled models side by side.
 
-Every model run of a profile that notebook 06 would collect (``sqa.analysis.collect``: the teacher
+Every model run of a profile that notebook 06 would collect (``sqa.analysis.tables.collect``: the teacher
 of 02, the students of 04, the pruned teachers of 05), loaded from its run folder's
 ``model.safetensors`` and timed the same way (``bench.models.time_calls``: warm-up, median of
 repeats) on one 4-s clip at batch 1 with 1 and 2 threads. Beside each: parameters and the run's
@@ -25,7 +25,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from sqa import analysis, atomic, plots  # noqa: E402
+from sqa import atomic  # noqa: E402
+from sqa.analysis import figures, tables
 from sqa.models import checkpoint  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="demo")
     args = ap.parse_args(argv)
-    found = analysis.collect(args.profile)
+    found = tables.collect(args.profile)
     if not {"pruned", "distilled"} <= set(found["kind"]):
         raise SystemExit(f"bench.pruned_vs_distilled: profile {args.profile!r} needs finished 04_distill and "
                          f"05_prune runs; found kinds {sorted(set(found['kind']))}")
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
               "models": rows}
     out = results_dir() / f"pruned_vs_distilled_{args.profile}"
     atomic.write_json(out.with_suffix(".json"), result)
-    plots.save(figure(rows, args.profile), out, ("png",))
+    figures.save(figure(rows, args.profile), out, ("png",))
     return result
 
 

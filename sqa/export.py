@@ -29,11 +29,9 @@ their MOS averaged by the caller, exactly as ``ConvTransformerSQA.forward`` does
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from sqa import atomic
-from sqa.audio import segment
+from sqa.data.audio import segment
+from sqa.models import count_params
 
 if TYPE_CHECKING:
     import torch
@@ -290,7 +289,7 @@ def export_model(
         "window_s": window.seconds,
         "sample_rate": window.sample_rate,
         "opset": opset if fmt == "onnx" else None,
-        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "n_params": count_params(model),
         "check_max_abs_diff_vs_torch": diff,
         "torch_version": torch.__version__,
         **_runtime_versions(fmt),
@@ -402,34 +401,3 @@ class OnnxScorer:
         if waves.ndim != 2:
             raise ValueError(f"{self.name}: expected a (batch, samples) array, got shape {waves.shape}")
         return self.predict(list(waves), batch_size)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        out = export(args.run, args.format, args.out, int8=args.int8, window_s=args.window_s, opset=args.opset)
-    except ExportError as err:
-        print(f"sqa export: error: {err}", file=sys.stderr)
-        return 2
-    meta = json.loads(sidecar_path(out).read_text())
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {args.format}{' int8' if args.int8 else ''}, "
-          f"window {meta['window_s']:g} s, max |diff| vs PyTorch {meta['check_max_abs_diff_vs_torch']:.2g} MOS)")
-    print(f"wrote {sidecar_path(out)}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``sqa export``."""
-    p = subparsers.add_parser(
-        "export", help="export a student to ONNX or TorchScript for one fixed window",
-        description="Export a student checkpoint's forward_window (fixed window, any batch size) to ONNX "
-                    "or TorchScript, with a sidecar JSON. Windowing of long clips stays outside the graph "
-                    "(sqa.export.OnnxScorer does it). Exit code 0 on success, 2 on bad input.")
-    p.add_argument("--run", required=True, type=Path, help="run folder (with model.safetensors) or a .safetensors file")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--int8", action="store_true", help="dynamic int8 weights for matrix products")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output file (default: next to the checkpoint, e.g. model.onnx, model.int8.onnx)")
-    p.add_argument("--window-s", type=float, default=None,
-                   help="window length in seconds (default: the checkpoint's own window)")
-    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    p.set_defaults(func=_run)

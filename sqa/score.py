@@ -4,7 +4,7 @@
 
 Inputs (in the order given, one CSV row per resolved file; a file reached twice is scored once):
 
-- an audio file of any format soundfile reads (any rate and channel count: ``sqa.audio.load``
+- an audio file of any format soundfile reads (any rate and channel count: ``sqa.data.audio.load``
   downmixes and resamples to 16 kHz mono);
 - a folder: every ``.wav``/``.flac``/``.ogg`` below it (recursive, suffix case-insensitive),
   sorted by relative path; a folder without such files gets one error row;
@@ -34,7 +34,6 @@ groups of at most ``GROUP_SIZE`` so memory stays bounded for large folders.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -46,7 +45,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from sqa import atomic, audio, paths
+from sqa import atomic, paths
+from sqa.data import audio
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_SUFFIXES = (".txt", ".lst")
@@ -117,7 +117,7 @@ def _expand(path: Path) -> list[Item]:
         if not found:
             return [Item(path, f"folder has no {'/'.join(AUDIO_SUFFIXES)} files")]
         return [Item(p) for p in found]
-    return [Item(path)]  # a file (any format) or a missing path: sqa.audio.load names the problem
+    return [Item(path)]  # a file (any format) or a missing path: sqa.data.audio.load names the problem
 
 
 def _expand_list(list_file: Path) -> list[Item]:
@@ -168,7 +168,7 @@ def resolve_model(spec: str, profile: str = "demo", device: str = "cpu", threads
 
 def distill_run(size: str, profile: str = "demo") -> Path:
     """Folder of the latest finished 04_distill run of ``profile`` whose tag starts with ``size-<size>``."""
-    from sqa import runs
+    from sqa.pipeline import runs
 
     prefix = f"size-{paths.safe_tag(size)}"
     try:
@@ -338,39 +338,3 @@ def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = Non
     if out is not None:
         write_csv(rows, out)
     return rows, summary
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        rows, summary = score(args.paths, args.model, args.out, args.batch, args.device, args.profile,
-                              progress=sys.stderr.isatty())
-    except ScoreError as err:
-        print(f"sqa score: error: {err}", file=sys.stderr)
-        return 2
-    if args.out is None:
-        sys.stdout.write(csv_text(rows))
-        print(report(summary, rows), file=sys.stderr)
-    else:
-        print(report(summary, rows))
-        print(f"wrote {args.out}")
-    return 0 if summary["n_scored"] else 1
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``sqa score``."""
-    p = subparsers.add_parser(
-        "score", help="score audio files, folders or list files (MOS 1-5)",
-        description="Score audio files, folders (recursive .wav/.flac/.ogg) or list files (.txt/.lst, one "
-                    "path per line). Writes a CSV (path, mos, duration_s, status, error). Exit code 0 if at "
-                    "least one file was scored, 1 if none, 2 on a usage error.")
-    p.add_argument("paths", nargs="+", type=Path, help="audio files, folders or .txt/.lst list files")
-    p.add_argument("--model", required=True,
-                   help="a size like 1M or 250k (latest 04_distill run of --profile), a run folder, a "
-                        ".safetensors checkpoint, an exported .onnx, or a baseline: distillmos, dnsmos-p808, "
-                        "dnsmos-p835, mfcc-sqa")
-    p.add_argument("--out", type=Path, default=None, help="CSV to write (default: print the CSV to stdout)")
-    p.add_argument("--batch", type=int, default=8, help="clips of equal length per forward pass (default 8)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--profile", default="demo", choices=list(paths.PROFILES),
-                   help="whose 04_distill runs a size refers to (default demo)")
-    p.set_defaults(func=_run)

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from sqa import analysis, analysis_plots, atomic, metrics, paths, runs
-from sqa.experiment import StageData
+from sqa import atomic, paths
+from sqa.analysis import figures, metrics, tables
+from sqa.pipeline import runs
+from sqa.pipeline.stages import StageData
 
 CORPORA = ("c-codec", "c-noise", "c-reverb")
 N_PER_CORPUS = 60
@@ -64,17 +66,17 @@ def fake_runs(outputs):
 
 @pytest.fixture
 def found(fake_runs):
-    return analysis.collect("smoke")
+    return tables.collect("smoke")
 
 
 @pytest.fixture
 def preds(found, fake_runs):
-    return analysis.predictions(found, reference=fake_runs[0])
+    return tables.predictions(found, reference=fake_runs[0])
 
 
 @pytest.fixture
 def pcc_table(preds):
-    return analysis.results_table(preds, "pcc", n_boot=200, seed=0)
+    return tables.results_table(preds, "pcc", n_boot=200, seed=0)
 
 
 def test_collect_finds_one_row_per_run_with_kind_label_and_params(found, fake_runs):
@@ -86,23 +88,23 @@ def test_collect_finds_one_row_per_run_with_kind_label_and_params(found, fake_ru
     assert by_label.loc["pruned 50% (taylor)", "params"] == 33_000
     # the teacher's metrics.json has no parameter count: it is read from its model
     assert by_label.loc["teacher tiny", "params"] == sum(p.numel() for p in model.parameters())
-    assert list(found["kind"]) == sorted(found["kind"], key=analysis.KINDS.index)
+    assert list(found["kind"]) == sorted(found["kind"], key=tables.KINDS.index)
     students = found[found["kind"] == "distilled"]
     assert list(students["params"]) == sorted(students["params"])
     assert all(d.is_dir() for d in found["dir"])
 
 
 def test_collect_of_an_empty_profile_is_an_empty_frame(outputs):
-    found = analysis.collect("smoke")
-    assert found.empty and list(found.columns) == analysis.RUN_COLUMNS
+    found = tables.collect("smoke")
+    assert found.empty and list(found.columns) == tables.RUN_COLUMNS
     with pytest.raises(FileNotFoundError, match="02_teacher"):
-        analysis.reference_teacher(found)
+        tables.reference_teacher(found)
 
 
 def test_collect_names_a_run_without_predictions(fake_runs):
     (paths.run_dir("smoke", "04_distill", "size-25k_mode-distill") / "predictions.csv").unlink()
     with pytest.raises(FileNotFoundError, match="size-25k_mode-distill.*predictions.csv"):
-        analysis.collect("smoke")
+        tables.collect("smoke")
 
 
 def test_predictions_are_the_test_split_of_every_run(preds, found):
@@ -114,10 +116,10 @@ def test_predictions_are_the_test_split_of_every_run(preds, found):
 def test_predictions_of_a_run_that_read_another_manifest_are_refused(found, fake_runs):
     other = fake_runs[0].iloc[1:]
     with pytest.raises(ValueError, match="differ from the manifest"):
-        analysis.predictions(found, reference=other)
+        tables.predictions(found, reference=other)
     shifted = fake_runs[0].assign(mos=fake_runs[0]["mos"] + 0.1)
     with pytest.raises(ValueError, match="MOS of .* test clips differ"):
-        analysis.predictions(found, reference=shifted)
+        tables.predictions(found, reference=shifted)
 
 
 def test_results_table_matches_metrics_and_orders_models_by_their_noise(pcc_table, preds):
@@ -128,18 +130,18 @@ def test_results_table_matches_metrics_and_orders_models_by_their_noise(pcc_tabl
     by_noise = [label for label in ("teacher tiny", "pruned 50% (taylor)", "distilled 1M", "distilled 250k",
                                     "distilled 25k", "labeled-only 1M", "labeled-only 25k")]
     assert list(t.loc[by_noise, "weighted"]) == sorted(t.loc[by_noise, "weighted"], reverse=True)
-    assert analysis.corpora_of(pcc_table) == list(CORPORA)
-    assert analysis.best_of(pcc_table) == "distilled 1M"
+    assert tables.corpora_of(pcc_table) == list(CORPORA)
+    assert tables.best_of(pcc_table) == "distilled 1M"
 
 
 def test_bootstrap_cis_contain_the_point_estimates(pcc_table):
-    for col in [*CORPORA, *analysis.MEANS]:
+    for col in [*CORPORA, *tables.MEANS]:
         est, lo, hi = (pcc_table[c].to_numpy(dtype=float) for c in (col, f"{col}_lo", f"{col}_hi"))
         assert np.isfinite(est).all() and (lo <= est).all() and (est <= hi).all() and (lo < hi).all()
 
 
 def test_rmse_table_is_close_to_the_noise_size(preds):
-    rmse = analysis.results_table(preds, "rmse", n_boot=50).set_index("label")
+    rmse = tables.results_table(preds, "rmse", n_boot=50).set_index("label")
     sd = {"teacher tiny": 0.3, "labeled-only 25k": 1.1}
     for label, noise in sd.items():
         assert rmse.loc[label, "weighted"] == pytest.approx(noise, rel=0.15)
@@ -150,7 +152,7 @@ def test_gap_closed_on_a_hand_built_table():
             ("labeled-only 1M", "labeled-only", "1M", 1e6, 0.60), ("distilled 25k", "distilled", "25k", 25e3, 0.5)]
     table = pd.DataFrame(rows, columns=["label", "kind", "size", "params", "weighted"])
     table["unweighted"] = table["weighted"] - 0.05
-    gap = analysis.gap_closed_by_size(table).set_index("size")
+    gap = tables.gap_closed_by_size(table).set_index("size")
     assert list(gap.index) == ["25k", "1M"]
     assert gap.loc["1M", "gap_closed"] == pytest.approx(0.5)
     assert gap.loc["1M", "gap_closed_unweighted"] == pytest.approx(0.5)
@@ -158,31 +160,31 @@ def test_gap_closed_on_a_hand_built_table():
 
 
 def test_gap_closed_by_size_from_the_results_table(pcc_table):
-    gap = analysis.gap_closed_by_size(pcc_table).set_index("size")
+    gap = tables.gap_closed_by_size(pcc_table).set_index("size")
     t = pcc_table.set_index("label")["weighted"]
     expected = metrics.gap_closed(t["distilled 1M"], t["labeled-only 1M"], t["teacher tiny"])
     assert gap.loc["1M", "gap_closed"] == pytest.approx(expected)
     assert 0 < gap.loc["1M", "gap_closed"] < 1 and 0 < gap.loc["25k", "gap_closed"] < 1
     assert "no labeled-only" in gap.loc["250k", "note"]
     with pytest.raises(ValueError, match="not a teacher row"):
-        analysis.gap_closed_by_size(pcc_table, teacher="distilled 1M")
+        tables.gap_closed_by_size(pcc_table, teacher="distilled 1M")
 
 
 def test_figures_and_tables_are_written(pcc_table, preds, found, outputs):
     run = runs.Run("smoke", "06_analysis", "seed-0", paths.run_dir("smoke", "06_analysis", "seed-0"), {})
     speed = pd.DataFrame({"label": pcc_table["label"], "throughput": np.geomspace(1, 500, len(pcc_table))})
-    figures = {
-        "score_vs_params": analysis_plots.score_vs_params(pcc_table),
-        "score_vs_throughput": analysis_plots.score_vs_throughput(pcc_table, speed),
-        "scatter": analysis_plots.scatter_grid(preds, ["teacher tiny", analysis.best_of(pcc_table)]),
-        "heatmap": analysis_plots.corpus_heatmap(pcc_table),
+    made = {
+        "score_vs_params": figures.score_vs_params(pcc_table),
+        "score_vs_throughput": figures.score_vs_throughput(pcc_table, speed),
+        "scatter": figures.scatter_grid(preds, ["teacher tiny", tables.best_of(pcc_table)]),
+        "heatmap": figures.corpus_heatmap(pcc_table),
     }
-    for name, fig in figures.items():
-        analysis_plots.saved(fig, run.path(name))
+    for name, fig in made.items():
+        figures.saved(fig, run.path(name))
         for fmt in ("png", "pdf"):
             assert run.path(f"{name}.{fmt}").stat().st_size > 5000, name
-    gap = analysis.gap_closed_by_size(pcc_table)
-    written = analysis.write_tables(run, {"pcc": pcc_table}, gap_closed=gap, runs=found)
+    gap = tables.gap_closed_by_size(pcc_table)
+    written = tables.write_tables(run, {"pcc": pcc_table}, gap_closed=gap, runs=found)
     assert {p.name for p in written} == {"results_pcc.csv", "results_pcc.md", "gap_closed.csv", "gap_closed.md",
                                           "runs.csv", "runs.md"}
     back = pd.read_csv(run.path("results_pcc.csv"))
@@ -192,8 +194,8 @@ def test_figures_and_tables_are_written(pcc_table, preds, found, outputs):
 
 
 def test_metrics_dict_is_strict_json_with_every_model(pcc_table, preds):
-    tables = {"pcc": pcc_table, "rmse": analysis.results_table(preds, "rmse", n_boot=20)}
-    out = analysis.metrics_dict(tables, analysis.gap_closed_by_size(pcc_table))
+    by_metric = {"pcc": pcc_table, "rmse": tables.results_table(preds, "rmse", n_boot=20)}
+    out = tables.metrics_dict(by_metric, tables.gap_closed_by_size(pcc_table))
     text = json.dumps(out, allow_nan=False)
     back = json.loads(text)
     assert set(back["models"]) == set(pcc_table["label"])
@@ -209,11 +211,11 @@ def test_throughput_of_a_tiny_student_is_positive_and_quick():
     import time
 
     start = time.perf_counter()
-    speed = analysis.throughput(tiny_student(), seconds=2.0, repeats=2, clips=1, budget_s=2.0)
+    speed = tables.throughput(tiny_student(), seconds=2.0, repeats=2, clips=1, budget_s=2.0)
     assert speed > 0 and np.isfinite(speed)
     assert time.perf_counter() - start < 20
     with pytest.raises(TypeError, match="neither"):
-        analysis.throughput(object())
+        tables.throughput(object())
 
 
 def test_baseline_predictions_are_scored_once_and_cached(outputs, tmp_path, monkeypatch):
@@ -227,8 +229,8 @@ def test_baseline_predictions_are_scored_once_and_cached(outputs, tmp_path, monk
         sf.write(root / f"wav/{i:03d}.wav", (0.1 * rng.standard_normal(16000)).astype("float32"), 16000)
     data = StageData(test, {c: root for c in CORPORA}, tmp_path)
     run = runs.Run("smoke", "06_analysis", "seed-0", paths.run_dir("smoke", "06_analysis", "seed-0"), {})
-    first = analysis.baseline_predictions(data, run, ["mfcc-sqa"])
-    assert list(first.columns) == analysis.PRED_COLUMNS and len(first) == len(test)
+    first = tables.baseline_predictions(data, run, ["mfcc-sqa"])
+    assert list(first.columns) == tables.PRED_COLUMNS and len(first) == len(test)
     assert first["pred"].between(1, 5).all() and (first["kind"] == "baseline").all()
     assert first["params"].iloc[0] == baselines.get("mfcc-sqa").n_params
     assert len(list(run.path("baselines").glob("mfcc-sqa_*.csv"))) == 1
@@ -237,11 +239,11 @@ def test_baseline_predictions_are_scored_once_and_cached(outputs, tmp_path, monk
         raise AssertionError(f"{name} scored again instead of read from the cache")
 
     monkeypatch.setattr(baselines, "get", no_scoring)
-    again = analysis.baseline_predictions(data, run, ["mfcc-sqa"])
+    again = tables.baseline_predictions(data, run, ["mfcc-sqa"])
     pd.testing.assert_frame_equal(first, again, check_dtype=False)
     with pytest.raises(ValueError, match="unknown baselines"):
-        analysis.baseline_predictions(data, run, ["pesq"])
-    combined = analysis.combine(first, first.assign(label="copy"))
+        tables.baseline_predictions(data, run, ["pesq"])
+    combined = tables.combine(first, first.assign(label="copy"))
     assert len(combined) == 2 * len(test)
     with pytest.raises(ValueError, match="other clips"):
-        analysis.combine(first, first.iloc[1:].assign(label="short"))
+        tables.combine(first, first.iloc[1:].assign(label="short"))

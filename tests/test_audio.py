@@ -1,4 +1,4 @@
-"""Tests for sqa.audio: reading, resampling, downmix, errors, block reading, crop/pad/segment, save."""
+"""Tests for sqa.data.audio: reading, resampling, downmix, errors, block reading, crop/pad/segment, save."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sqa import audio
-from sqa.audio import AudioError
+from sqa.data import audio
+from sqa.data.audio import AudioError
 
 
 def sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -394,5 +394,5 @@ def test_save_is_atomic_and_validates(tmp_path: Path) -> None:
 
 def test_import_and_native_rate_load_do_not_import_torch(tmp_path: Path) -> None:
     path = write(tmp_path / "a.wav", sine(440, 16000, 0.1), 16000)
-    code = f"import sys, sqa.audio as a; a.load({str(path)!r}); assert 'torch' not in sys.modules"
+    code = f"import sys, sqa.data.audio as a; a.load({str(path)!r}); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,22 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from sqa.data.batching import length_batches
 from sqa.models import baselines
 from sqa.models.dnsmos import WINDOW_SAMPLES, DnsmosP808, DnsmosP835, windows
+
+from signals import speechlike
 
 SR = 16000
 
 
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    """Harmonic voice (wandering f0) under a ~4 Hz syllable envelope, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 110 + 30 * seed + 25 * np.sin(2 * np.pi * 0.3 * t + seed)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voice = sum(np.sin(k * phase) / k for k in range(1, 25))
-    envelope = np.clip(np.sin(2 * np.pi * 4.2 * t + rng.uniform(0, 6)), 0, None) ** 1.5
-    x = 0.1 * voice * envelope + 0.005 * rng.standard_normal(t.size)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +115,8 @@ def test_mfcc_head_equals_released_package_on_short_clips() -> None:
     assembled from its parts so the test does not import transformers."""
     from torchaudio.transforms import MFCC
     from xls_r_sqa.center_crop import CenterCrop
-    from xls_r_sqa.config import FEAT_SEQ_LEN, MFCC_TRANSFORMER_32DEEP_CONFIG as config
+    from xls_r_sqa.config import FEAT_SEQ_LEN
+    from xls_r_sqa.config import MFCC_TRANSFORMER_32DEEP_CONFIG as config
     from xls_r_sqa.sqa_model import SingleLayerModel
     from xls_r_sqa.utils import get_model_path
 
@@ -148,6 +142,6 @@ def test_torch_baseline_rejects_bad_waveform() -> None:
 
 
 def test_length_batches_groups_equal_lengths() -> None:
-    assert baselines.length_batches([5, 3, 5, 5, 3], batch_size=2) == [[0, 2], [3], [1, 4]]
+    assert length_batches([5, 3, 5, 5, 3], batch_size=2) == [[0, 2], [3], [1, 4]]
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        baselines.length_batches([5], batch_size=0)
+        length_batches([5], batch_size=0)

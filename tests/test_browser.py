@@ -17,10 +17,11 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-
 from browser.lab import jupyterlab
 from browser.tiny_corpus import make_corpus
-from sqa import paths, ratings
+
+from sqa import paths
+from sqa.listen import ratings_store
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +31,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 LISTENER = "browser-test"
 
 NOTEBOOK_CELLS = [
-    'from sqa import manifest, widgets\n'
-    'clips = manifest.read("data/manifest.csv")\n'
+    'from sqa.data import manifest\n'
+    'from sqa.listen import clips, widgets\n'
+    'df = manifest.read("data/manifest.csv")\n'
     'roots = manifest.roots("data/manifest.csv")\n'
-    'predictions = {name: widgets.read_predictions(f"predictions/{name}.csv") for name in ("student", "teacher")}',
-    f'app = widgets.ListenApp(clips, roots, "ratings/ratings.csv", predictions, listener="{LISTENER}", n_clips=3)\n'
+    'predictions = {name: clips.read_predictions(f"predictions/{name}.csv") for name in ("student", "teacher")}',
+    f'app = widgets.ListenApp(df, roots, "ratings/ratings.csv", predictions, listener="{LISTENER}", n_clips=3)\n'
     'app.test.show_info.value = True\n'
     'app.widget',
 ]
@@ -60,7 +62,7 @@ def votes_when_written(path: Path, timeout: float = 10.0) -> pd.DataFrame:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.is_file():
-            votes = ratings.read_ratings(path)
+            votes = ratings_store.read_ratings(path)
             if len(votes):
                 return votes
         time.sleep(0.25)

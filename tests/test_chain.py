@@ -10,7 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
-from sqa import manifest, notebooks, runs
+from sqa.data import manifest
+from sqa.pipeline import notebooks, runs
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sqa.data import corpora, manifest
+from sqa.data.corpora.base import CorpusError
+
 from corpus_fixtures import BAD_RATING, MISSING_AUDIO, WRITERS, drop_column, tone
-from sqa import corpora, manifest
-from sqa.corpora.base import CorpusError
 
 ADAPTER_FILES = Path(corpora.__file__).parent
 
@@ -46,8 +47,8 @@ def test_registry_covers_every_fixture_and_rejects_unknown_names(tmp_path):
 
 
 def test_importing_the_registry_is_cheap():
-    code = ("import sys, sqa.corpora as c\n"
-            "heavy = [m for m in ('pandas', 'soundfile', 'sqa.corpora.nisqa') if m in sys.modules]\n"
+    code = ("import sys, sqa.data.corpora as c\n"
+            "heavy = [m for m in ('pandas', 'soundfile', 'sqa.data.corpora.nisqa') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "c.adapter('bvcc')\n"
             "assert 'pandas' in sys.modules")

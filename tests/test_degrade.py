@@ -1,4 +1,4 @@
-"""Tests for sqa.degrade (degradation chain) and sqa.codecs (ffmpeg codec round trips)."""
+"""Tests for sqa.synth.degradations (degradation chain) and sqa.synth.codecs (ffmpeg codec round trips)."""
 
 from __future__ import annotations
 
@@ -10,39 +10,19 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from sqa import codecs
-from sqa import degrade as D
+from sqa.synth import codecs
+from sqa.synth import degradations as D
+
+from signals import formant_speech
 
 SR = 16000
 
 
-def speech_like(seconds: float, seed: int = 0, silence_s: float = 0.0) -> np.ndarray:
-    """Synthetic speech: syllables of jittered glottal pulses through two formant resonators
-    (voiced) or high-passed noise (unvoiced) under a raised-cosine envelope; ``silence_s`` of
-    exact zeros at the end."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    out, pos = np.zeros(n), 0
-    while pos < n:
-        m = min(int(rng.uniform(0.12, 0.22) * SR), n - pos)
-        if rng.random() < 0.2:
-            s = signal.sosfilt(signal.butter(4, 3000, "highpass", fs=SR, output="sos"),
-                               rng.standard_normal(m))
-        else:
-            f0 = rng.uniform(100, 200) * np.linspace(1.08, 0.92, m) * (1 + 0.02 * rng.standard_normal(m))
-            s = np.diff(np.floor(np.cumsum(f0 / SR)), prepend=0.0)
-            for fc in (rng.uniform(300, 800), rng.uniform(900, 2500)):
-                r = np.exp(-np.pi * 90 / SR)
-                s = signal.lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * fc / SR), r * r], s)
-        out[pos: pos + m] = s / np.max(np.abs(s)) * np.hanning(m) * rng.uniform(0.4, 1.0)
-        pos += m
-    out = 0.5 * out / np.max(np.abs(out))
-    return np.concatenate([out, np.zeros(int(silence_s * SR))]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def x() -> np.ndarray:
-    return speech_like(2.0, seed=1)
+    return formant_speech(2.0, seed=1)
 
 
 def band_energy(y: np.ndarray, lo: float, hi: float) -> float:
@@ -192,7 +172,7 @@ def test_noise_kinds_have_their_spectra(x):
 
 
 def test_babble_from_pool_and_self_babble_fallback(x):
-    pool = {f"utt{i}": speech_like(1.3, seed=10 + i) for i in range(3)}
+    pool = {f"utt{i}": formant_speech(1.3, seed=10 + i) for i in range(3)}
     deg = D.Babble(5.0, 3, ("utt0", "utt2", "utt1"))
     y = deg.apply(x, SR, 0, pool=pool)
     assert np.array_equal(y, deg.apply(x, SR, 0, pool=pool))
@@ -217,7 +197,7 @@ def test_babble_from_pool_and_self_babble_fallback(x):
 def test_reverb_adds_decay_tail_keeps_alignment_and_rt60():
     import pyroomacoustics as pra
 
-    x = speech_like(1.5, seed=2, silence_s=0.5)
+    x = formant_speech(1.5, seed=2, silence_s=0.5)
     tail = slice(len(x) - SR // 2, None)
     fractions = {}
     for rt60 in (0.3, 1.2):
@@ -234,7 +214,7 @@ def test_reverb_adds_decay_tail_keeps_alignment_and_rt60():
 
 
 def test_reverb_is_fast_on_4s_clip():
-    x = speech_like(4.0, seed=3)
+    x = formant_speech(4.0, seed=3)
     sampler = D.ChainSampler(families=("reverb",))
     sampler.sample(0).apply(x, SR, 0)  # warm-up: pyroomacoustics import
     times = []
@@ -271,8 +251,8 @@ def test_band_limitation_removes_out_of_band_energy(x):
 def test_every_available_codec_round_trips_aligned_with_same_length():
     names = codecs.available_codecs()
     assert {"g711_mulaw", "g711_alaw"} <= set(names)  # pcm codecs are in every ffmpeg build
-    x = speech_like(1.0, seed=4)
-    odd = speech_like(1.37, seed=5)
+    x = formant_speech(1.0, seed=4)
+    odd = formant_speech(1.37, seed=5)
     for name in names:
         y = codecs.roundtrip(x, SR, name)
         assert y.dtype == np.float32 and len(y) == len(x), name
@@ -286,7 +266,7 @@ def test_every_available_codec_round_trips_aligned_with_same_length():
 def test_high_bitrate_opus_is_aligned_at_lag_zero():
     if "opus" not in codecs.available_codecs():
         pytest.skip("this ffmpeg has no libopus")
-    x = speech_like(1.5, seed=6)
+    x = formant_speech(1.5, seed=6)
     y = D.Codec("opus", 64).apply(x, SR, 0)
     corr = [np.corrcoef(np.roll(y, k), x)[0, 1] for k in range(-3, 4)]
     assert corr[3] > 0.95 and int(np.argmax(corr)) == 3
@@ -320,7 +300,7 @@ def test_unavailable_codec_is_warned_and_counted(monkeypatch, x):
 
 
 def test_packet_loss_zero_fill_matches_mask_and_rate():
-    x = speech_like(10.0, seed=7)
+    x = formant_speech(10.0, seed=7)
     deg = D.PacketLoss(0.2)
     y = deg.apply(x, SR, 3)
     frames = y[: len(y) // 320 * 320].reshape(-1, 320)
@@ -374,7 +354,7 @@ def test_clipping_quantization_and_gain(x):
 
 
 def test_spectral_subtraction_reduces_noise_and_leaves_musical_noise():
-    x = speech_like(2.0, seed=8, silence_s=0.6)
+    x = formant_speech(2.0, seed=8, silence_s=0.6)
     noisy = D.WhiteNoise(5.0).apply(x, SR, 0)
     enhanced = D.SpectralSubtraction(3.0, 0.005).apply(noisy, SR, 0)
     assert len(enhanced) == len(x)

@@ -1,7 +1,6 @@
 """The generated demo corpora: seeded, resumable, byte-identical; labels behave."""
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -11,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from sqa import degrade, labels, manifest, tts
-from sqa.corpora import demo
+from sqa.data import manifest
+from sqa.data.corpora import demo as demo_adapter
+from sqa.synth import degradations, demo_corpus, objective_labels, speech
 
 
 def digest(folder):
@@ -23,40 +23,40 @@ def digest(folder):
 @pytest.fixture(scope="session")
 def smoke_corpus(tmp_path_factory):
     data = tmp_path_factory.mktemp("demo") / "data"
-    report = demo.build(data, "smoke", seed=0, progress=False)
+    report = demo_corpus.build(data, "smoke", seed=0, progress=False)
     return data, report
 
 
 def test_plan_splits_sources_once_and_keeps_pool_apart():
-    sources, clips = demo.plan("smoke", 0)
-    labeled = clips[clips["corpus"] != demo.POOL]
+    sources, clips = demo_corpus.plan("smoke", 0)
+    labeled = clips[clips["corpus"] != demo_corpus.POOL]
     assert labeled.groupby("source")["split"].nunique().max() == 1
     assert set(labeled["split"]) == {"train", "dev", "test"}
-    pool = clips[clips["corpus"] == demo.POOL]
+    pool = clips[clips["corpus"] == demo_corpus.POOL]
     assert not set(pool["source"]) & set(labeled["source"])
     assert (pool["split"] == "unlabeled").all()
-    s2, c2 = demo.plan("smoke", 0)
+    s2, c2 = demo_corpus.plan("smoke", 0)
     assert c2.equals(clips) and s2.equals(sources)
-    assert not demo.plan("smoke", 1)[0]["text"].equals(sources["text"])
+    assert not demo_corpus.plan("smoke", 1)[0]["text"].equals(sources["text"])
 
 
 def test_built_corpora_load_as_ordinary_corpora(smoke_corpus):
     data, report = smoke_corpus
-    assert report["clips"]["demo-noise"] == demo.SIZES["smoke"].clips_per_corpus
-    frames = [demo.load(data / c).manifest for c in [*demo.CORPORA, demo.POOL]]
-    df = manifest.validate(manifest.merge(frames), roots={c: data / c for c in [*demo.CORPORA, demo.POOL]})
+    assert report["clips"]["demo-noise"] == demo_corpus.SIZES["smoke"].clips_per_corpus
+    frames = [demo_adapter.load(data / c).manifest for c in [*demo_corpus.CORPORA, demo_corpus.POOL]]
+    df = manifest.validate(manifest.merge(frames), roots={c: data / c for c in [*demo_corpus.CORPORA, demo_corpus.POOL]})
     labeled = df[df["split"] != "unlabeled"]
     assert labeled["mos"].between(1.0, 4.65).all() and labeled["mos_scale"].eq("pesq-wb").all()
     pool = df[df["split"] == "unlabeled"]
     assert pool["mos"].isna().all() and pool["oracle_mos"].notna().all()
-    chain = degrade.Chain.from_json(df.loc[df["corpus"] == "demo-reverb", "chain"].iloc[0])
+    chain = degradations.Chain.from_json(df.loc[df["corpus"] == "demo-reverb", "chain"].iloc[0])
     assert all(step.family == "reverb" for step in chain.steps) or not chain.steps
 
 
 def test_interrupted_build_resumes_to_byte_identical_files(smoke_corpus, tmp_path):
     data, _ = smoke_corpus
     other = tmp_path / "data"
-    code = f"from sqa.corpora import demo; demo.build({str(other)!r}, 'smoke', seed=0, progress=False)"
+    code = f"from sqa.data.corpora import demo; demo_corpus.build({str(other)!r}, 'smoke', seed=0, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(other.glob("demo-*/wav/*.json"))) < 5:
@@ -64,7 +64,7 @@ def test_interrupted_build_resumes_to_byte_identical_files(smoke_corpus, tmp_pat
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (other / "build_report.json").exists(), "killed too late to test resuming"
-    demo.build(other, "smoke", seed=0, progress=False)
+    demo_corpus.build(other, "smoke", seed=0, progress=False)
     assert not list(other.rglob("*.tmp*"))
     assert digest(other) == digest(data)
 
@@ -72,24 +72,24 @@ def test_interrupted_build_resumes_to_byte_identical_files(smoke_corpus, tmp_pat
 def test_different_size_or_seed_in_the_same_folder_is_refused(smoke_corpus):
     data, _ = smoke_corpus
     with pytest.raises(ValueError, match="built with size='smoke', seed=0; asked for size='smoke', seed=1"):
-        demo.build(data, "smoke", seed=1, progress=False)
+        demo_corpus.build(data, "smoke", seed=1, progress=False)
 
 
 @pytest.fixture(scope="module")
 def utterance():
-    return tts.Voice().synthesize("Please leave the parcel at the blue door next to the garden gate.",
+    return speech.Voice().synthesize("Please leave the parcel at the blue door next to the garden gate.",
                                   level_db=-26.0)
 
 
 def test_labels_fall_monotonically_with_snr(utterance):
     rng = np.random.default_rng(0)
-    scores = [labels.pesq_wb(utterance, degrade.WhiteNoise(snr).apply(utterance, 16000, rng))
+    scores = [objective_labels.pesq_wb(utterance, degradations.WhiteNoise(snr).apply(utterance, 16000, rng))
               for snr in (40, 30, 20, 10, 5, 0, -5)]
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
     assert scores[0] > 3.0 and scores[-1] < 1.5
 
 
 def test_labels_fall_monotonically_with_opus_bitrate(utterance):
-    scores = [labels.pesq_wb(utterance, degrade.Codec("opus", kbps).apply(utterance, 16000, 0))
+    scores = [objective_labels.pesq_wb(utterance, degradations.Codec("opus", kbps).apply(utterance, 16000, 0))
               for kbps in (24, 16, 12, 9, 6)]
     assert all(a > b for a, b in zip(scores, scores[1:])), scores

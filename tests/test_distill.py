@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from sqa import distill
+from sqa.training import pseudo_labels
 
 TOY_SOURCE = '''
 """A deterministic toy teacher: MOS = 1 + 4 * sigmoid(a * rms + b), optionally slow."""
@@ -104,7 +104,7 @@ def pool(tmp_path_factory):
 def reference(toy, pool, tmp_path_factory):
     """An uninterrupted in-process run."""
     out = tmp_path_factory.mktemp("ref")
-    return distill.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, batch_size=4,
+    return pseudo_labels.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, batch_size=4,
                                 shard_size=SHARD, progress=False)
 
 
@@ -172,7 +172,7 @@ def test_sigkill_then_resume_gives_every_clip_once_and_equals_uninterrupted_run(
     for name, frame in _shards(out).items():  # whatever exists is a complete shard
         assert len(frame) == SHARD, name
 
-    resumed = distill.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, batch_size=4,
+    resumed = pseudo_labels.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, batch_size=4,
                                    shard_size=SHARD, progress=False)
     assert resumed.shards_skipped == done and resumed.shards_run == N // SHARD - done
     labels = resumed.labels
@@ -185,22 +185,22 @@ def test_sigkill_then_resume_gives_every_clip_once_and_equals_uninterrupted_run(
     for name, frame in _shards(out).items():
         pd.testing.assert_frame_equal(frame, _shards(reference.out_dir)[name], check_exact=True)
 
-    again = distill.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, shard_size=SHARD, progress=False)
+    again = pseudo_labels.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, shard_size=SHARD, progress=False)
     assert again.shards_run == 0 and again.shards_skipped == N // SHARD
     pd.testing.assert_frame_equal(again.labels, labels)
 
-    with pytest.raises(distill.PseudoLabelError, match="different manifest.*n_rows"):
-        distill.pseudo_label(toy.Toy(), pool["df"].iloc[:-1], pool["roots"], out, shard_size=SHARD, progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="manifest_sha256"):
-        distill.pseudo_label(toy.Toy(), pool["df"].iloc[::-1], pool["roots"], out, shard_size=SHARD, progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="models"):
-        distill.pseudo_label(toy.Toy(a=31.0), pool["df"], pool["roots"], out, shard_size=SHARD, progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="shard_size"):
-        distill.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, shard_size=8, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="different manifest.*n_rows"):
+        pseudo_labels.pseudo_label(toy.Toy(), pool["df"].iloc[:-1], pool["roots"], out, shard_size=SHARD, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="manifest_sha256"):
+        pseudo_labels.pseudo_label(toy.Toy(), pool["df"].iloc[::-1], pool["roots"], out, shard_size=SHARD, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="models"):
+        pseudo_labels.pseudo_label(toy.Toy(a=31.0), pool["df"], pool["roots"], out, shard_size=SHARD, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="shard_size"):
+        pseudo_labels.pseudo_label(toy.Toy(), pool["df"], pool["roots"], out, shard_size=8, progress=False)
 
 
 def test_two_worker_processes_write_the_same_shards(toy, pool, reference, tmp_path):
-    run = distill.pseudo_label(toy.Toy(), pool["df"], pool["roots"], tmp_path / "w2", batch_size=4,
+    run = pseudo_labels.pseudo_label(toy.Toy(), pool["df"], pool["roots"], tmp_path / "w2", batch_size=4,
                                shard_size=SHARD, num_workers=2, progress=False)
     ref_shards, shards = _shards(reference.out_dir), _shards(tmp_path / "w2")
     assert list(shards) == list(ref_shards)
@@ -214,7 +214,7 @@ def test_two_worker_processes_write_the_same_shards(toy, pool, reference, tmp_pa
 
 def test_ensemble_mean_std_and_members(toy, pool, reference, tmp_path):
     params = [(30.0, -2.0), (10.0, 0.5), (60.0, -4.0)]
-    run = distill.pseudo_label([toy.Toy(a, b) for a, b in params], pool["df"], pool["roots"], tmp_path,
+    run = pseudo_labels.pseudo_label([toy.Toy(a, b) for a, b in params], pool["df"], pool["roots"], tmp_path,
                                shard_size=SHARD, progress=False)
     labels = run.labels
     members = ["pseudo_mos_0", "pseudo_mos_1", "pseudo_mos_2"]
@@ -231,7 +231,7 @@ def test_ensemble_mean_std_and_members(toy, pool, reference, tmp_path):
 def test_row_order_follows_the_input(toy, pool, reference, tmp_path):
     order = np.random.default_rng(1).permutation(N)
     df = pool["df"].iloc[order].reset_index(drop=True)
-    run = distill.pseudo_label(toy.Toy(), df, pool["roots"], tmp_path, batch_size=3, shard_size=7, progress=False)
+    run = pseudo_labels.pseudo_label(toy.Toy(), df, pool["roots"], tmp_path, batch_size=3, shard_size=7, progress=False)
     assert run.labels["utt_id"].tolist() == [u for u in df["utt_id"] if u not in pool["bad"]]
     ref = reference.labels.set_index("utt_id").loc[run.labels["utt_id"]]
     np.testing.assert_allclose(run.labels["pseudo_mos"], ref["pseudo_mos"], rtol=1e-6)
@@ -244,7 +244,7 @@ def test_model_problems_fail_clearly(pool, tmp_path):
         out[0] = float("nan")
         return out
 
-    run = distill.pseudo_label(half_nan, pool["df"], pool["roots"], tmp_path / "nan", batch_size=2,
+    run = pseudo_labels.pseudo_label(half_nan, pool["df"], pool["roots"], tmp_path / "nan", batch_size=2,
                                shard_size=10, progress=False)
     nan_rows = run.failures[run.failures["reason"].str.contains("non-finite")]
     assert len(nan_rows) > 0 and run.n_ok + run.n_failed == N and run.labels["pseudo_mos"].notna().all()
@@ -254,29 +254,29 @@ def test_model_problems_fail_clearly(pool, tmp_path):
 
     expected = r"model 0 \(.*broken\) failed on shard 0, a batch of 13 clips x 4000 samples \(b/clip00.*kaboom"
     with pytest.raises(RuntimeError, match=expected):
-        distill.pseudo_label(broken, pool["df"], pool["roots"], tmp_path / "broken", progress=False)
+        pseudo_labels.pseudo_label(broken, pool["df"], pool["roots"], tmp_path / "broken", progress=False)
 
 
 def test_bad_arguments_and_concurrent_jobs_are_refused(toy, pool, tmp_path):
     df, roots = pool["df"], pool["roots"]
-    with pytest.raises(distill.PseudoLabelError, match="duplicate utt_id"):
-        distill.pseudo_label(toy.Toy(), pd.concat([df, df.iloc[:1]]), roots, tmp_path / "x", progress=False)
-    with pytest.raises(distill.PseudoLabelError, match=r"no root folder for corpus \['b'\]"):
-        distill.pseudo_label(toy.Toy(), df, {"a": roots["a"]}, tmp_path / "x", progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="shard_size must be a positive integer"):
-        distill.pseudo_label(toy.Toy(), df, roots, tmp_path / "x", shard_size=0, progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="lacks columns.*sys_id"):
-        distill.pseudo_label(toy.Toy(), df.drop(columns="sys_id"), roots, tmp_path / "x", progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="checkpoint .* does not exist"):
-        distill.pseudo_label(tmp_path / "nope.safetensors", df, roots, tmp_path / "x", progress=False)
-    with pytest.raises(distill.PseudoLabelError, match="num_workers=2 contradicts"):
-        distill.pseudo_label(toy.Toy(), df, roots, tmp_path / "x", num_workers=2,
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="duplicate utt_id"):
+        pseudo_labels.pseudo_label(toy.Toy(), pd.concat([df, df.iloc[:1]]), roots, tmp_path / "x", progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match=r"no root folder for corpus \['b'\]"):
+        pseudo_labels.pseudo_label(toy.Toy(), df, {"a": roots["a"]}, tmp_path / "x", progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="shard_size must be a positive integer"):
+        pseudo_labels.pseudo_label(toy.Toy(), df, roots, tmp_path / "x", shard_size=0, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="lacks columns.*sys_id"):
+        pseudo_labels.pseudo_label(toy.Toy(), df.drop(columns="sys_id"), roots, tmp_path / "x", progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="checkpoint .* does not exist"):
+        pseudo_labels.pseudo_label(tmp_path / "nope.safetensors", df, roots, tmp_path / "x", progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="num_workers=2 contradicts"):
+        pseudo_labels.pseudo_label(toy.Toy(), df, roots, tmp_path / "x", num_workers=2,
                              devices=["cuda:0", "cuda:1", "cuda:2"], progress=False)
 
-    with pytest.raises(distill.PseudoLabelError, match="cannot be sent to worker processes"):
-        distill.pseudo_label(lambda x: x.mean(dim=1), df, roots, tmp_path / "lambda", num_workers=2, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="cannot be sent to worker processes"):
+        pseudo_labels.pseudo_label(lambda x: x.mean(dim=1), df, roots, tmp_path / "lambda", num_workers=2, progress=False)
     assert not (tmp_path / "lambda").exists()
-    empty = distill.pseudo_label(toy.Toy(), df.iloc[:0], roots, tmp_path / "empty", progress=False)
+    empty = pseudo_labels.pseudo_label(toy.Toy(), df.iloc[:0], roots, tmp_path / "empty", progress=False)
     assert (empty.n_ok, empty.n_failed, len(empty.labels)) == (0, 0, 0)
     assert pd.read_csv(tmp_path / "empty" / "failures.csv").columns.tolist() == ["utt_id", "path", "reason"]
 
@@ -285,8 +285,8 @@ def test_bad_arguments_and_concurrent_jobs_are_refused(toy, pool, tmp_path):
     fd = os.open(busy / ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(distill.PseudoLabelError, match="another pseudo_label job"):
-            distill.pseudo_label(toy.Toy(), df, roots, busy, progress=False)
+        with pytest.raises(pseudo_labels.PseudoLabelError, match="another pseudo_label job"):
+            pseudo_labels.pseudo_label(toy.Toy(), df, roots, busy, progress=False)
     finally:
         os.close(fd)
 
@@ -303,8 +303,8 @@ def test_teacher_checkpoint_path_in_workers_equals_in_process(pool, tmp_path):
                                         head={"dim_transformer": 16, "n_layers": 1}))
     ckpt = checkpoint.save(tmp_path / "teacher.safetensors", teacher, "xlsr-teacher", teacher.checkpoint_config())
     df = pool["df"].iloc[:20]
-    one = distill.pseudo_label(ckpt, df, pool["roots"], tmp_path / "one", shard_size=SHARD, progress=False)
-    two = distill.pseudo_label(ckpt, df, pool["roots"], tmp_path / "two", shard_size=SHARD, num_workers=2,
+    one = pseudo_labels.pseudo_label(ckpt, df, pool["roots"], tmp_path / "one", shard_size=SHARD, progress=False)
+    two = pseudo_labels.pseudo_label(ckpt, df, pool["roots"], tmp_path / "two", shard_size=SHARD, num_workers=2,
                                progress=False)
     assert one.n_ok == 18 and one.labels["pseudo_mos"].between(1, 5).all()
     assert one.labels["pseudo_mos"].std() > 0
@@ -313,15 +313,15 @@ def test_teacher_checkpoint_path_in_workers_equals_in_process(pool, tmp_path):
 
 
 def test_workers_for_picks_one_process_per_cpu_core():
-    assert distill.workers_for(0) == len(os.sched_getaffinity(0))
-    assert distill.workers_for(0, "cuda:0") == 1 and distill.workers_for(3) == 3
+    assert pseudo_labels.workers_for(0) == len(os.sched_getaffinity(0))
+    assert pseudo_labels.workers_for(0, "cuda:0") == 1 and pseudo_labels.workers_for(3) == 3
     with pytest.raises(ValueError, match="num_workers=-1"):
-        distill.workers_for(-1)
+        pseudo_labels.workers_for(-1)
 
 
 def test_a_parametrized_module_is_refused_for_workers_with_the_way_out(pool, tmp_path):
     import torch
 
     model = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 1)))
-    with pytest.raises(distill.PseudoLabelError, match="parametrized weights.*pass its checkpoint path"):
-        distill.pseudo_label(model, pool["df"], pool["roots"], tmp_path / "wn", num_workers=2, progress=False)
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="parametrized weights.*pass its checkpoint path"):
+        pseudo_labels.pseudo_label(model, pool["df"], pool["roots"], tmp_path / "wn", num_workers=2, progress=False)

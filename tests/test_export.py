@@ -12,25 +12,13 @@ import pytest
 import torch
 
 from sqa import export
-from sqa.models import checkpoint, student
+from sqa.models import checkpoint, count_params, student
+
+from signals import speechlike
 
 SR = 16000
 
 
-def speechlike(seconds: float, seed: int, snr_db: float | None = None) -> np.ndarray:
-    """A harmonic voice with a wandering pitch under a syllable-rate envelope; white noise at
-    ``snr_db`` if given."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 100 + 20 * seed % 120 + 30 * np.sin(2 * np.pi * 0.4 * t + seed)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voice = sum(np.sin(k * phase) / k ** 1.2 for k in range(1, 30))
-    envelope = np.clip(np.sin(2 * np.pi * (3.5 + seed % 3) * t + rng.uniform(0, 6)), 0, None) ** 1.5
-    x = voice * envelope
-    x /= np.sqrt(np.mean(x ** 2))
-    if snr_db is not None:
-        x = x + 10 ** (-snr_db / 20) * rng.standard_normal(t.size)
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
 
 
 def inputs(window: int, batch: int, seed: int) -> list[np.ndarray]:
@@ -98,11 +86,11 @@ def test_sidecar_describes_the_export(small, small_onnx) -> None:
     assert meta["config"] == model.checkpoint_config()
     assert (meta["window_samples"], meta["window_hop"], meta["sample_rate"]) == (32000, 16000, SR)
     assert meta["source_sha256"] == export.sha256(run / "model.safetensors")
-    assert meta["n_params"] == student.count_params(model)
+    assert meta["n_params"] == count_params(model)
     assert meta["check_max_abs_diff_vs_torch"] < 1e-4
     # the rebuilt model from the sidecar's config has the same shape as the exported one
     rebuilt = student.ConvTransformerSQA(student.StudentConfig.from_dict(meta["config"]))
-    assert student.count_params(rebuilt) == meta["n_params"]
+    assert count_params(rebuilt) == meta["n_params"]
 
 
 def test_onnx_scorer_windows_like_forward(small, small_onnx) -> None:

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from signals import speechlike
 from sqa.models.heads import (
     BACKBONES,
     HeadConfig,
@@ -21,6 +20,8 @@ from sqa.models.heads import (
     sinusoid_positions,
     window_starts,
 )
+
+from signals import speechlike
 
 xls_config = pytest.importorskip("xls_r_sqa.config")
 xls_model = pytest.importorskip("xls_r_sqa.sqa_model")
@@ -91,7 +92,7 @@ def test_mfcc_end_to_end_matches_xls_r_sqa():
     ref = e2e_mod.E2EModel(xls_config.MFCC_TRANSFORMER_32DEEP_CONFIG, dataset_variant="full").eval()
     head = load_released_head("mfcc", variant="full")
     for seconds, seed in ((3.0, 1), (9.0, 2)):  # shorter than 384 frames (pad) and longer (center crop)
-        wave = speechlike(seconds, seed).unsqueeze(0)
+        wave = torch.from_numpy(speechlike(seconds, seed)).unsqueeze(0)
         feats = mfcc_features(wave)
         assert feats.shape == (1, int(seconds * 16000) // 200 + 1, 40)
         with torch.no_grad():
@@ -103,7 +104,7 @@ def test_mfcc_end_to_end_matches_xls_r_sqa():
 
 
 def test_mfcc_features_are_per_clip_and_validated():
-    a, b = speechlike(2.0, 3), 0.001 * speechlike(2.0, 4)
+    a, b = torch.from_numpy(speechlike(2.0, 3)), 0.001 * torch.from_numpy(speechlike(2.0, 4))
     both = mfcc_features(torch.stack([a, b]))
     alone = mfcc_features(b.unsqueeze(0))
     assert torch.allclose(both[1], alone[0], atol=1e-4)  # the 80 dB floor does not leak across the batch

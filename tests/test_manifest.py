@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from sqa import manifest
-from sqa.manifest import ManifestError
+from sqa.data import manifest
+from sqa.data.manifest import ManifestError
 
 
 def rows(n=6, corpus="c", **over):

@@ -1,4 +1,4 @@
-"""Tests for sqa.metrics: agreement with scipy, undefined cases, aggregation, bootstrap."""
+"""Tests for sqa.analysis.metrics: agreement with scipy, undefined cases, aggregation, bootstrap."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sqa import metrics
+from sqa.analysis import metrics
 
 pytestmark = pytest.mark.filterwarnings("error")  # undefined cases must not warn
 

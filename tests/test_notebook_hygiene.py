@@ -1,4 +1,4 @@
-"""Every committed notebook follows the notebook contract (DESIGN.md §4)."""
+"""Every committed notebook follows the notebook contract (docs/architecture.md, "Notebook contract")."""
 
 import ast
 import json
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from sqa import notebooks
+from sqa.pipeline import notebooks
 
 NOTEBOOKS = [notebooks.path(s) for s in notebooks.stages()]
 

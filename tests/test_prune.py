@@ -7,12 +7,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from sqa import profiles, prune
-from sqa.models import checkpoint
+from sqa.models import checkpoint, count_params
 from sqa.models.student import ConvTransformerSQA, preset
 from sqa.models.teacher import TeacherConfig, XlsrTeacher, tiny_backbone
-from sqa.pruning import gates, taylor, units
-
+from sqa.pipeline import profiles
+from sqa.training.pruning import gates, pruner, taylor, units
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,10 +62,6 @@ def logits(model, x):
     return out["y"].flatten()
 
 
-def n_params(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def fixed_masks(model, seed=1):
     """Mask ~40 % of every group, one whole layer per layer stack (the last one), keep >= min_keep."""
     g = torch.Generator().manual_seed(seed)
@@ -86,12 +81,12 @@ def fixed_masks(model, seed=1):
 def test_prunable_student_and_teacher_compute_the_same(backbone):
     x = waves(3, 2.0)
     student = make_student()
-    p = prune.prunable(student).eval()
-    assert p.arch == "pruned-conv-transformer-sqa" and n_params(p) == n_params(student)
+    p = pruner.prunable(student).eval()
+    assert p.arch == "pruned-conv-transformer-sqa" and count_params(p) == count_params(student)
     with torch.no_grad():
         assert (p(x) - student(x)).abs().max() < 1e-5
     teacher = make_teacher(backbone, layers=(1, 3))
-    q = prune.prunable(teacher).eval()
+    q = pruner.prunable(teacher).eval()
     with torch.no_grad():
         for a, b in zip(teacher.features(x), q.features(x)):
             assert (a - b).abs().max() < 1e-5
@@ -102,7 +97,7 @@ def test_prunable_student_and_teacher_compute_the_same(backbone):
 @pytest.mark.parametrize("kind", ["student", "teacher"])
 def test_masking_units_equals_removing_them(kind, backbone):
     x = waves(3, 2.0, seed=1)
-    model = prune.prunable(make_student() if kind == "student" else make_teacher(backbone))
+    model = pruner.prunable(make_student() if kind == "student" else make_teacher(backbone))
     units.check_plan(model)
     full = logits(model, x)
     fixed_masks(model)
@@ -112,8 +107,8 @@ def test_masking_units_equals_removing_them(kind, backbone):
     removed = logits(small, x)
     assert (masked - full).abs().max() > 1e-3  # the masks matter
     assert (masked - removed).abs().max() < 1e-5  # and removal changes nothing else
-    assert n_params(small) == counted < n_params(model)
-    assert units.Counter(small)(units.kept_counts(small)) == n_params(small)
+    assert count_params(small) == counted < count_params(model)
+    assert units.Counter(small)(units.kept_counts(small)) == count_params(small)
     assert all(u.mask is None for u in units.unit_groups(small).values())
     stacks = small.stacks()
     original = model.stacks()
@@ -122,7 +117,7 @@ def test_masking_units_equals_removing_them(kind, backbone):
 
 def test_teacher_reads_the_last_kept_block_after_block_removal(backbone):
     x = waves(2, 1.0)
-    model = prune.prunable(make_teacher(backbone, layers=(3,)))
+    model = pruner.prunable(make_teacher(backbone, layers=(3,)))
     gates = model.stacks()["features.layers"]
     units.unit_groups(model)[gates[2]].mask = torch.zeros(1)  # block 3, the one the head reads
     with torch.no_grad():
@@ -134,7 +129,7 @@ def test_teacher_reads_the_last_kept_block_after_block_removal(backbone):
 
 
 def test_removal_keeps_at_least_one_conv_channel(backbone):
-    model = prune.prunable(make_student())
+    model = pruner.prunable(make_student())
     units.unit_groups(model)["frontend.units.2"].mask = torch.zeros(model.config.conv_channels[2])
     with pytest.raises(ValueError, match="frontend.units.2 keeps 0 units; it needs at least 1"):
         units.compact(model)
@@ -145,36 +140,36 @@ def test_removal_keeps_at_least_one_conv_channel(backbone):
 
 def calibration(model, n=8, seconds=1.0, seed=0):
     x = waves(n, seconds, seed)
-    return taylor.Calibration(x, taylor.predict_crops(prune.prunable(model), x))
+    return taylor.Calibration(x, taylor.predict_crops(pruner.prunable(model), x))
 
 
 def test_importance_is_zero_for_units_without_effect_and_follows_the_data():
-    model = prune.prunable(make_student())
+    model = pruner.prunable(make_student())
     with torch.no_grad():
         model.frontend.convs[3].weight[:, [0, 3]] = 0.0  # conv-2 channels 0 and 3 feed nothing
         model.head.encoder.layers[0].ffn.fc2.weight[:, [1, 5]] = 0.0  # FFN neurons 1 and 5 of layer 0
     cal = calibration(model)
-    scores = prune.importance(model, cal)
+    scores = pruner.importance(model, cal)
     conv2, ffn0 = scores["frontend.units.2"], scores["head.encoder.layers.0.ffn.units"]
     assert conv2[[0, 3]].abs().max() == 0 and ffn0[[1, 5]].abs().max() == 0
     assert torch.all(conv2[[1, 2, 4, 5]] > 0) and (ffn0 > 0).sum() >= len(ffn0) // 2  # (ReLUs that never fire: 0 too)
     assert all(torch.all(s >= -1e-12) for s in scores.values())  # targets = own outputs: J^2 terms only
     labelled = taylor.Calibration(cal.waves, torch.full((len(cal),), 4.5))  # labels far above the outputs
-    toward = prune.importance(model, labelled)
+    toward = pruner.importance(model, labelled)
     assert min(float(s.min()) for s in toward.values()) < 0  # units whose removal moves towards the labels
     assert toward["frontend.units.2"][[0, 3]].abs().max() == 0
-    first = prune.importance(model, labelled, order=1)
+    first = pruner.importance(model, labelled, order=1)
     assert first["frontend.units.2"][[0, 3]].abs().max() == 0 and first["frontend.units.2"].max() > 0
 
 
 def test_select_meets_the_size_and_skips_layers_already_gone():
-    model = prune.prunable(make_student())
-    scores = prune.importance(model, calibration(model))
-    size = 0.6 * n_params(model)
-    removed = taylor.select(model, scores, size, floor=0.58 * n_params(model))
+    model = pruner.prunable(make_student())
+    scores = pruner.importance(model, calibration(model))
+    size = 0.6 * count_params(model)
+    removed = taylor.select(model, scores, size, floor=0.58 * count_params(model))
     count = units.Counter(model)(units.kept_counts(model))
-    assert 0.58 * n_params(model) <= count <= size and sum(removed.values()) > 0
-    assert n_params(units.compact(model)) == count
+    assert 0.58 * count_params(model) <= count <= size and sum(removed.values()) > 0
+    assert count_params(units.compact(model)) == count
 
 
 # ---------------------------------------------------------------- prune_to and checkpoints
@@ -184,29 +179,29 @@ def test_select_meets_the_size_and_skips_layers_already_gone():
 def test_prune_to_meets_the_target_and_round_trips(kind, size, backbone, tmp_path):
     model = make_student() if kind == "student" else make_teacher(backbone)
     cal = calibration(model)
-    result = prune.prune_to(model, size, cal, steps=2, recover_steps=2, progress=False)
+    result = pruner.prune_to(model, size, cal, steps=2, recover_steps=2, progress=False)
     assert abs(result.params_after - result.target) <= 0.03 * result.target
-    assert result.params_after == n_params(result.model) < n_params(model) == result.params_before
-    assert result.target == prune.parse_size(size, result.params_before)
+    assert result.params_after == count_params(result.model) < count_params(model) == result.params_before
+    assert result.target == pruner.parse_size(size, result.params_before)
     assert list(result.history["step"]) == [1, 2] and result.history["params"].iloc[-1] == result.params_after
     x = waves(2, 2.0, seed=3)
     path = checkpoint.save(tmp_path / "pruned.safetensors", result.model, result.model.arch,
                            result.model.checkpoint_config())
     loaded, info = checkpoint.load(path)
-    assert info.arch == result.model.arch and n_params(loaded) == result.params_after
+    assert info.arch == result.model.arch and count_params(loaded) == result.params_after
     with torch.no_grad():
         assert (loaded(x) - result.model(x)).abs().max() < 1e-6
-    table = prune.kept_units(loaded)
+    table = pruner.kept_units(loaded)
     assert {"part", "layer", "kind", "kept", "total", "share"} <= set(table.columns)
     assert (table["kept"] <= table["total"]).all() and (table["kept"] < table["total"]).any()
-    again = prune.prune_to(loaded, "80%", cal, steps=1, recover_steps=0, progress=False)  # a pruned model prunes on
+    again = pruner.prune_to(loaded, "80%", cal, steps=1, recover_steps=0, progress=False)  # a pruned model prunes on
     assert again.params_before == result.params_after and again.params_after < result.params_after
 
 
 def test_l0_gates_meet_the_target_and_leave_no_masks():
     model = make_student()
     cal = calibration(model, n=4)
-    result = prune.prune_to(model, "50%", cal, "l0", gate_steps=6, recover_steps=1, progress=False)
+    result = pruner.prune_to(model, "50%", cal, "l0", gate_steps=6, recover_steps=1, progress=False)
     assert abs(result.params_after - result.target) <= 0.03 * result.target and result.method == "l0"
     history = result.history
     assert history["expected_params"].notna().sum() >= 2 and history["params"].iloc[-1] == result.params_after
@@ -216,19 +211,19 @@ def test_l0_gates_meet_the_target_and_leave_no_masks():
 
 
 def test_parse_size_counts_and_shares():
-    assert prune.parse_size("29%", 1000) == 290
-    assert prune.parse_size("1M", 4_000_000) == 1_000_000 and prune.parse_size("250k", 10**6) == 250_000
+    assert pruner.parse_size("29%", 1000) == 290
+    assert pruner.parse_size("1M", 4_000_000) == 1_000_000 and pruner.parse_size("250k", 10**6) == 250_000
     with pytest.raises(ValueError, match="smaller"):
-        prune.parse_size("5M", 4_000_000)
+        pruner.parse_size("5M", 4_000_000)
     with pytest.raises(ValueError, match="parameter count like"):
-        prune.parse_size("half", 100)
+        pruner.parse_size("half", 100)
 
 
 def test_prune_to_rejects_unknown_models_and_methods():
     with pytest.raises(TypeError, match="no pruning for Linear"):
-        prune.prunable(torch.nn.Linear(2, 2))
+        pruner.prunable(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="method='magic'"):
-        prune.prune_to(make_student(), "50%", calibration(make_student(), n=2), method="magic")
+        pruner.prune_to(make_student(), "50%", calibration(make_student(), n=2), method="magic")
 
 
 def test_calibration_set_reads_centre_crops_and_scores_them(tmp_path):
@@ -238,38 +233,38 @@ def test_calibration_set_reads_centre_crops_and_scores_them(tmp_path):
         rows.append({"utt_id": f"c/{i}", "corpus": "c", "path": f"c{i}.wav", "mos": 2.0 + i})
     df = pd.DataFrame(rows)
     model = make_student()
-    cal = prune.calibration_set(model, df, {"c": tmp_path}, n=5, window_s=1.0)
+    cal = pruner.calibration_set(model, df, {"c": tmp_path}, n=5, window_s=1.0)
     assert cal.waves.shape == (3, 16000) and torch.isfinite(cal.targets).all()
-    own = taylor.predict_crops(prune.prunable(model), cal.waves)
+    own = taylor.predict_crops(pruner.prunable(model), cal.waves)
     assert torch.allclose(cal.targets, own)
-    labels = prune.calibration_set(model, df, {"c": tmp_path}, n=2, window_s=1.0, fit_to="labels", seed=1)
+    labels = pruner.calibration_set(model, df, {"c": tmp_path}, n=2, window_s=1.0, fit_to="labels", seed=1)
     assert len(labels) == 2 and set(labels.targets.tolist()) <= {2.0, 3.0, 4.0}
 
 
 def test_units_figure_and_stage_settings():
-    table = prune.kept_units(make_student())
+    table = pruner.kept_units(make_student())
     assert (table["share"] == 1.0).all()
-    fig = prune.units_figure(table, "unpruned")
+    fig = pruner.units_figure(table, "unpruned")
     assert len(fig.axes) == table.groupby(["part", "kind"]).ngroups
-    s = prune.settings("smoke", {"profile": "smoke", "size": "", "steps": 0, "seed": 0})
+    s = pruner.settings("smoke", {"profile": "smoke", "size": "", "steps": 0, "seed": 0})
     assert s["size"] == "50%" and s["steps"] == profiles.STAGE_DEFAULTS["05_prune"]["smoke"]["steps"] and s["seed"] == 0
-    assert prune.settings("demo", {"size": "2M"})["size"] == "2M"
+    assert pruner.settings("demo", {"size": "2M"})["size"] == "2M"
 
 
 def test_stage_helpers_find_pseudo_labels(outputs, tmp_path):
-    from sqa import runs
+    from sqa.pipeline import runs
 
     run = runs.Run("smoke", "05_prune", "t", tmp_path / "run", {})
     run.dir.mkdir()
-    folder, note = prune.finetune_source(run, "smoke", "")
+    folder, note = pruner.finetune_source(run, "smoke", "")
     assert folder is None and "labeled train split only" in note
     with pytest.raises(FileNotFoundError, match="neither a folder nor a tag"):
-        prune.finetune_source(run, "smoke", "no-such-run")
+        pruner.finetune_source(run, "smoke", "no-such-run")
 
 
 def test_inference_ms_times_a_clip_and_leaves_the_model_as_it_was():
     model = make_student().train()
-    ms = prune.inference_ms(model, seconds=1.0, repeats=2, clock="cpu")
+    ms = pruner.inference_ms(model, seconds=1.0, repeats=2, clock="cpu")
     assert 0 < ms < 10_000 and model.training
     with pytest.raises(ValueError, match="clock must be"):
-        prune.inference_ms(model, clock="cpu", threads=2)
+        pruner.inference_ms(model, clock="cpu", threads=2)

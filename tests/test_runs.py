@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from sqa import notebooks, paths, runs
-from sqa.notebooks import ParameterError
+from sqa import paths
+from sqa.pipeline import notebooks, runs
+from sqa.pipeline.notebooks import ParameterError
 
 CELL = '''profile: str = "demo"  # smoke | demo | paper
 size: str = "1M"  # target size
@@ -101,7 +102,8 @@ def test_registry_reports_torn_lines(outputs):
 
 
 def test_reproduce_runs_the_sweeps_or_each_stage_once(monkeypatch):
-    from sqa import cli, notebooks, profiles
+    from sqa import cli
+    from sqa.pipeline import notebooks, profiles
 
     calls = []
     monkeypatch.setattr(cli, "run_stage", lambda stage, pairs, quiet: calls.append((stage, dict(pairs))))

@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from sqa import audio, export, score
-from sqa.models import checkpoint, student
+from sqa import export, score
+from sqa.data import audio
+from sqa.models import checkpoint, count_params, student
 
 SR = 16000
 
@@ -203,7 +204,7 @@ def test_size_resolves_latest_distill_run(outputs, model_run, tmp_path) -> None:
     assert score.distill_run("1M5") == folders["size-1M5_mix-0.2_seed-0"]
     resolved = score.resolve_model("1M")
     assert resolved.source == str(folders["size-1M_mix-0.5_seed-1"] / "model.safetensors")
-    assert resolved.n_params == student.count_params(model_run[0])
+    assert resolved.n_params == count_params(model_run[0])
     with pytest.raises(score.ScoreError, match="profile 'smoke'"):
         score.resolve_model("1M", profile="smoke")
     (folders["size-1M_mix-0.5_seed-1"] / "model.safetensors").unlink()

@@ -7,19 +7,19 @@ import json
 import pytest
 import torch
 
-from signals import speechlike
+from sqa.models import count_params
 from sqa.models.heads import window_starts
 from sqa.models.student import (
     PRESETS,
     ConvTransformerSQA,
     StudentConfig,
     config_params,
-    count_params,
     distillmos_v7,
     parse_size,
     preset,
 )
 
+from signals import speechlike
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,8 +59,8 @@ def test_distillmos_equivalence_long_and_short():
     ref = dm.ConvTransformerSQAModel().eval()
     ours = distillmos_v7()
     assert count_params(ours) == count_params(ref)
-    long_wave = speechlike(12.0, 0).unsqueeze(0)  # 6 windows spaced <= 1 s
-    short_wave = (speechlike(3.0, 1) + 0.05 * torch.randn(48000, generator=torch.Generator().manual_seed(2)))
+    long_wave = torch.from_numpy(speechlike(12.0, 0)).unsqueeze(0)  # 6 windows spaced <= 1 s
+    short_wave = (torch.from_numpy(speechlike(3.0, 1)) + 0.05 * torch.randn(48000, generator=torch.Generator().manual_seed(2)))
     assert len(window_starts(long_wave.shape[1], 122880, 16000)) == 6
     with torch.no_grad():
         for wave in (long_wave, short_wave.unsqueeze(0)):
@@ -74,7 +74,7 @@ def test_distillmos_equivalence_long_and_short():
 def test_windowing_is_mean_over_windows_and_chunking_invariant():
     torch.manual_seed(0)
     model = ConvTransformerSQA(PRESETS["10k"]).eval()
-    wave = torch.stack([speechlike(9.5, 3), 0.3 * speechlike(9.5, 4)])
+    wave = torch.stack([torch.from_numpy(speechlike(9.5, 3)), 0.3 * torch.from_numpy(speechlike(9.5, 4))])
     size, hop = model.config.window_samples, model.config.window_hop
     starts = window_starts(wave.shape[1], size, hop)
     assert len(starts) == 3
@@ -94,7 +94,7 @@ def test_windowing_is_mean_over_windows_and_chunking_invariant():
 def test_short_window_training_gives_finite_outputs_and_gradients():
     torch.manual_seed(0)
     model = ConvTransformerSQA(PRESETS["25k"], windowed=False).train()
-    wave = torch.stack([speechlike(2.0, s) for s in range(4)]) * torch.tensor([[1.0], [0.5], [0.1], [1.0]])
+    wave = torch.stack([torch.from_numpy(speechlike(2.0, s)) for s in range(4)]) * torch.tensor([[1.0], [0.5], [0.1], [1.0]])
     out = model(wave)  # 2 s crops: 100 head frames instead of 384
     assert out.shape == (4,) and torch.isfinite(out).all()
     loss = torch.nn.functional.mse_loss(out, torch.tensor([1.5, 2.5, 3.5, 4.5]))
@@ -116,7 +116,7 @@ def test_config_round_trip_rebuilds_the_same_model():
     a = ConvTransformerSQA(cfg).eval()
     b = ConvTransformerSQA(again).eval()
     b.load_state_dict(a.state_dict())
-    wave = speechlike(4.0, 5).unsqueeze(0)
+    wave = torch.from_numpy(speechlike(4.0, 5)).unsqueeze(0)
     with torch.no_grad():
         assert torch.equal(a(wave), b(wave))
 

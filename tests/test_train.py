@@ -23,11 +23,20 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset
 
-from sqa import audio
-from sqa.data import ClipDataset, MixedBatchSampler, collate
-from sqa.metrics import scores
-from sqa.train import (LOG_COLUMNS, LOG_FILE, STATE_FILE, TrainConfig, fit, learning_curve_figure, load_state,
-                       lr_factor, make_scheduler, predict)
+from sqa.analysis.figures import learning_curve_figure
+from sqa.analysis.metrics import scores
+from sqa.data import audio
+from sqa.data.datasets import ClipDataset, MixedBatchSampler, collate
+from sqa.training.loop import (
+    LOG_COLUMNS,
+    LOG_FILE,
+    TrainConfig,
+    fit,
+    lr_factor,
+    make_scheduler,
+    predict,
+)
+from sqa.training.train_state import STATE_FILE, load_state
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

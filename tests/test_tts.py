@@ -11,20 +11,20 @@ import sys
 import numpy as np
 import pytest
 
-from sqa import sentences, tts
+from sqa.synth import sentences, speech
 
-SR = tts.SAMPLE_RATE
+SR = speech.SAMPLE_RATE
 TEXT = "Did you remember to water the plants before half past two?"
 LONG_TEXT = "Last winter we took the night train from Vienna to Oslo to visit my grandmother and her dog."
 
 
 @pytest.fixture(scope="module")
-def voice() -> tts.Voice:
-    return tts.Voice()
+def voice() -> speech.Voice:
+    return speech.Voice()
 
 
 @pytest.fixture(scope="module")
-def base(voice: tts.Voice) -> np.ndarray:
+def base(voice: speech.Voice) -> np.ndarray:
     return voice.synthesize(TEXT)
 
 
@@ -103,23 +103,23 @@ def test_pitch_shift_moves_f0(voice, base):
 @pytest.mark.parametrize("target", [-35.0, -24.0])
 def test_level_hits_target(voice, target):
     x = voice.synthesize(LONG_TEXT, level_db=target, seed=5)
-    assert tts.active_level_db(x) == pytest.approx(target, abs=0.2)
+    assert speech.active_level_db(x) == pytest.approx(target, abs=0.2)
     # An independent estimate: mean power over the 20 ms frames within 30 dB of the loudest one.
     frames = x[: len(x) // 320 * 320].reshape(-1, 320).astype(np.float64)
     power = np.mean(frames**2, axis=1)
-    speech = power > power.max() * 1e-3
-    assert 10 * np.log10(power[speech].mean()) == pytest.approx(target, abs=2.0)
+    active = power > power.max() * 1e-3
+    assert 10 * np.log10(power[active].mean()) == pytest.approx(target, abs=2.0)
 
 
 def test_active_level_on_known_signals():
     t = np.arange(2 * SR) / SR
     sine = 0.1 * np.sin(2 * np.pi * 440 * t)
     rms_db = 20 * np.log10(0.1 / np.sqrt(2))
-    assert tts.active_level_db(sine) == pytest.approx(rms_db, abs=0.1)
+    assert speech.active_level_db(sine) == pytest.approx(rms_db, abs=0.1)
     gated = np.concatenate([sine, np.zeros(4 * SR)])  # silence does not lower the active level
-    assert tts.active_level_db(gated) == pytest.approx(rms_db, abs=1.0)
+    assert speech.active_level_db(gated) == pytest.approx(rms_db, abs=1.0)
     with pytest.raises(ValueError, match="silent"):
-        tts.active_level_db(np.zeros(SR))
+        speech.active_level_db(np.zeros(SR))
 
 
 def test_deterministic_across_calls_and_processes(voice, base):
@@ -127,7 +127,7 @@ def test_deterministic_across_calls_and_processes(voice, base):
     assert voice.synthesize(TEXT, seed=1).tobytes() != base.tobytes()
     assert voice.synthesize(TEXT, noise_w=0.3).tobytes() != base.tobytes()
     code = (
-        "import hashlib, sys; from sqa.tts import Voice; "
+        "import hashlib, sys; from sqa.synth.speech import Voice; "
         "x = Voice(threads=2).synthesize(sys.argv[1]); print(hashlib.sha256(x.tobytes()).hexdigest())"
     )
     out = subprocess.run([sys.executable, "-c", code, TEXT], capture_output=True, text=True, timeout=120, check=True)
@@ -135,23 +135,23 @@ def test_deterministic_across_calls_and_processes(voice, base):
 
 
 def test_more_noise_frames_keep_the_output(voice, base, monkeypatch):
-    monkeypatch.setattr(tts, "_FRAMES_PER_ID", 0.05)  # forces the draw-more path
+    monkeypatch.setattr(speech, "_FRAMES_PER_ID", 0.05)  # forces the draw-more path
     assert voice.synthesize(TEXT).tobytes() == base.tobytes()
 
 
 def test_sample_style_ranges_and_reproducibility(voice):
-    styles = [tts.sample_style(np.random.default_rng(7)) for _ in range(2)]
+    styles = [speech.sample_style(np.random.default_rng(7)) for _ in range(2)]
     assert styles[0] == styles[1]
     assert json.loads(json.dumps(styles[0])) == styles[0]
-    many = [tts.sample_style(np.random.default_rng(s)) for s in range(200)]
+    many = [speech.sample_style(np.random.default_rng(s)) for s in range(200)]
     rates = [s["rate"] for s in many]
     assert 0.8 <= min(rates) < 0.85 and 1.2 < max(rates) <= 1.25
     assert all(-3 <= s["pitch_semitones"] <= 3 for s in many)
     assert all(-35 <= s["level_db"] <= -25 for s in many)
     x = voice.synthesize("Let's meet at the library on Friday.", **styles[0])
-    assert tts.active_level_db(x) == pytest.approx(styles[0]["level_db"], abs=0.2)
+    assert speech.active_level_db(x) == pytest.approx(styles[0]["level_db"], abs=0.2)
     with pytest.raises(TypeError, match="Generator"):
-        tts.sample_style(3)  # type: ignore[arg-type]
+        speech.sample_style(3)  # type: ignore[arg-type]
 
 
 def test_errors_name_the_text_and_parameter(voice):
@@ -166,9 +166,9 @@ def test_errors_name_the_text_and_parameter(voice):
     with pytest.raises(ValueError, match="clipping"):
         voice.synthesize("Hello there.", level_db=-4.0)
     with pytest.raises(ValueError, match="threads"):
-        tts.Voice(threads=0)
+        speech.Voice(threads=0)
     with pytest.raises(FileNotFoundError, match="no-such.onnx"):
-        tts.Voice("no-such.onnx").synthesize("Hello.")
+        speech.Voice("no-such.onnx").synthesize("Hello.")
 
 
 def test_voice_pickles_without_its_session(voice):

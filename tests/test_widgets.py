@@ -15,10 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from browser.tiny_corpus import make_corpus
-from sqa import atomic, corpora, manifest, notebooks, ratings, widgets
-from sqa.corpora import ratings as ratings_adapter
+
+from sqa import atomic
+from sqa.data import corpora, manifest
+from sqa.data.corpora import listening as ratings_adapter
+from sqa.listen import clips, ratings_store, widgets
+from sqa.pipeline import notebooks
 
 
 @pytest.fixture
@@ -91,10 +94,10 @@ def test_playing_gives_valid_normalised_wav_bytes_at_a_browser_rate(corpus, tmp_
 def test_normalize_respects_the_peak_and_leaves_silence_alone():
     loud = np.zeros(1000)
     loud[0] = 0.5  # RMS far below -26 dBFS, but one big sample
-    assert np.max(np.abs(widgets.normalize(loud))) == pytest.approx(0.99, abs=1e-6)
-    assert not np.any(widgets.normalize(np.zeros(100)))
+    assert np.max(np.abs(clips.normalize(loud))) == pytest.approx(0.99, abs=1e-6)
+    assert not np.any(clips.normalize(np.zeros(100)))
     x = np.sin(np.arange(1600)) * 0.01
-    np.testing.assert_allclose(widgets.normalize(x, None), x, atol=1e-7)
+    np.testing.assert_allclose(clips.normalize(x, None), x, atol=1e-7)
 
 
 def test_labels_and_every_prediction_side_by_side(corpus):
@@ -129,8 +132,8 @@ def test_rating_by_clicks_appends_rows_and_copies_the_audio(corpus, tmp_path):
     assert t.current is None and t.rating.disabled and "Done" in t.view.title.value
     assert "3 of 3 rated" in t.status.value
     lines = t.ratings_path.read_text().splitlines()
-    assert lines[0] == ",".join(ratings.COLUMNS) and len(lines) == 4
-    got = ratings.read_ratings(t.ratings_path)
+    assert lines[0] == ",".join(ratings_store.COLUMNS) and len(lines) == 4
+    got = ratings_store.read_ratings(t.ratings_path)
     assert list(got["rating"]) == scores
     assert list(got["utt_id"]) == [s.utt_id for s in heard]
     assert list(got["path"]) == [s.path for s in heard] and all(p.startswith("wav/") for p in got["path"])
@@ -139,7 +142,7 @@ def test_rating_by_clicks_appends_rows_and_copies_the_audio(corpus, tmp_path):
     folder = t.ratings_path.parent
     for s in heard:
         assert (folder / "audio" / "toy" / s.path).read_bytes() == (corpus[1]["toy"] / s.path).read_bytes()
-    assert ratings.read_roots(folder) == {"toy": corpus[1]["toy"]}
+    assert ratings_store.read_roots(folder) == {"toy": corpus[1]["toy"]}
 
 
 def test_start_needs_a_listener_and_a_clip(corpus, tmp_path):
@@ -179,7 +182,7 @@ def test_hidden_references_are_mixed_in_and_not_revealed(corpus, tmp_path):
         x, sr = decode(t.view.audio.value)
         assert len(x) == sr == (48000 if s.utt_id == "toy/toy-001" else 16000)
         t.rate(5 if s.is_reference else 2)
-    got = ratings.read_ratings(t.ratings_path)
+    got = ratings_store.read_ratings(t.ratings_path)
     assert got["is_reference"].sum() == 2
     assert set(got.loc[got["is_reference"], "rating"]) == {5}
     assert (t.ratings_path.parent / "audio" / "toy" / "_up" / "clean" / "src0.wav").is_file()
@@ -213,25 +216,25 @@ def row(**kw):
 
 def test_append_rating_rejects_bad_rows_naming_the_field(tmp_path):
     f = tmp_path / "ratings.csv"
-    with pytest.raises(ratings.RatingsError, match="rating must be an integer 1-5, got 6"):
-        ratings.append_rating(f, row(rating=6))
-    with pytest.raises(ratings.RatingsError, match="rating must be an integer 1-5, got 2.5"):
-        ratings.append_rating(f, row(rating=2.5))
-    with pytest.raises(ratings.RatingsError, match="must be relative"):
-        ratings.append_rating(f, row(path="/abs/x.wav"))
-    with pytest.raises(ratings.RatingsError, match="field 'listener' is empty"):
-        ratings.append_rating(f, row(listener=" "))
-    with pytest.raises(ratings.RatingsError, match="unknown field"):
-        ratings.append_rating(f, {**row(), "mood": "ok"})
+    with pytest.raises(ratings_store.RatingsError, match="rating must be an integer 1-5, got 6"):
+        ratings_store.append_rating(f, row(rating=6))
+    with pytest.raises(ratings_store.RatingsError, match="rating must be an integer 1-5, got 2.5"):
+        ratings_store.append_rating(f, row(rating=2.5))
+    with pytest.raises(ratings_store.RatingsError, match="must be relative"):
+        ratings_store.append_rating(f, row(path="/abs/x.wav"))
+    with pytest.raises(ratings_store.RatingsError, match="field 'listener' is empty"):
+        ratings_store.append_rating(f, row(listener=" "))
+    with pytest.raises(ratings_store.RatingsError, match="unknown field"):
+        ratings_store.append_rating(f, {**row(), "mood": "ok"})
     assert not f.exists()
-    ratings.append_rating(f, row(listener='Dr. "Q", PhD'))  # quoted, still one line
-    assert ratings.read_ratings(f)["listener"].tolist() == ['Dr. "Q", PhD']
+    ratings_store.append_rating(f, row(listener='Dr. "Q", PhD'))  # quoted, still one line
+    assert ratings_store.read_ratings(f)["listener"].tolist() == ['Dr. "Q", PhD']
 
 
 def _append_many(args):
     path, worker = args
     for i in range(40):
-        ratings.append_rating(path, row(listener=f"w{worker}", utt_id=f"toy/{i}", rating=1 + i % 5))
+        ratings_store.append_rating(path, row(listener=f"w{worker}", utt_id=f"toy/{i}", rating=1 + i % 5))
 
 
 def test_parallel_writers_share_one_header_and_lose_no_row(tmp_path):
@@ -239,31 +242,31 @@ def test_parallel_writers_share_one_header_and_lose_no_row(tmp_path):
     with multiprocessing.get_context("fork").Pool(4) as pool:
         pool.map(_append_many, [(f, w) for w in range(4)])
     lines = f.read_text().splitlines()
-    assert lines.count(",".join(ratings.COLUMNS)) == 1 and lines[0].startswith("time,")
-    got = ratings.read_ratings(f)
+    assert lines.count(",".join(ratings_store.COLUMNS)) == 1 and lines[0].startswith("time,")
+    got = ratings_store.read_ratings(f)
     assert len(got) == 160 and got.groupby("listener").size().tolist() == [40] * 4
 
 
 def test_a_torn_last_line_is_reported_and_the_next_vote_starts_on_a_new_line(tmp_path):
     f = tmp_path / "ratings.csv"
     for i, r in enumerate((4, 5)):
-        ratings.append_rating(f, row(rating=r, listener=f"l{i}"))
+        ratings_store.append_rating(f, row(rating=r, listener=f"l{i}"))
     with open(f, "a") as fh:
         fh.write("2026-01-01T10:00:09,bo,toy/toy-0")  # a crash in the middle of a write
-    with pytest.warns(ratings.TornLineWarning, match=r"line 4: torn"):
-        got = ratings.read_ratings(f)
+    with pytest.warns(ratings_store.TornLineWarning, match=r"line 4: torn"):
+        got = ratings_store.read_ratings(f)
     assert len(got) == 2 and got.attrs["torn_lines"] == [(4, "2026-01-01T10:00:09,bo,toy/toy-0")]
-    ratings.append_rating(f, row(rating=1, listener="bo"))
-    with pytest.warns(ratings.TornLineWarning, match=r"line 4"):
-        got = ratings.read_ratings(f)
+    ratings_store.append_rating(f, row(rating=1, listener="bo"))
+    with pytest.warns(ratings_store.TornLineWarning, match=r"line 4"):
+        got = ratings_store.read_ratings(f)
     assert got["rating"].tolist() == [4, 5, 1]
-    assert ratings.summary(got)["torn_lines"] == 1
+    assert ratings_store.summary(got)["torn_lines"] == 1
     f.write_text("")  # a crash right after creating the file
-    ratings.append_rating(f, row(rating=2))
-    assert ratings.read_ratings(f)["rating"].tolist() == [2]
+    ratings_store.append_rating(f, row(rating=2))
+    assert ratings_store.read_ratings(f)["rating"].tolist() == [2]
     f.write_text("when,who\n")
-    with pytest.raises(ratings.RatingsError, match="line 1: header"):
-        ratings.read_ratings(f)
+    with pytest.raises(ratings_store.RatingsError, match="line 1: header"):
+        ratings_store.read_ratings(f)
 
 
 def test_to_corpus_means_over_listeners_latest_vote_counts():
@@ -273,7 +276,7 @@ def test_to_corpus_means_over_listeners_latest_vote_counts():
         row(listener="a", utt_id="toy/toy-001", path="wav/toy-001.wav", rating=1),
         row(listener="a", utt_id="toy/reference/src0", path="../clean/src0.wav", rating=5, is_reference=True)])
     votes["is_reference"] = votes["is_reference"].astype(bool)
-    per_clip = ratings.to_corpus(votes).set_index("path")
+    per_clip = ratings_store.to_corpus(votes).set_index("path")
     assert per_clip.loc["wav/toy-000.wav", "mos"] == pytest.approx(4.0)
     assert per_clip.loc["wav/toy-000.wav", "n_votes"] == 3
     assert per_clip.loc["wav/toy-000.wav", "mos_std"] == pytest.approx(1.0)
@@ -303,8 +306,8 @@ def test_ratings_adapter_reads_the_votes_back_into_a_validated_manifest(corpus, 
     assert set(m["corpus"]) == {"ratings"} and set(m["split"]) == {"test"}
     assert m["path"].str.startswith("audio/toy/").all()
     by_rated = m.set_index("rated_utt_id")
-    clips = [s for s in t.playlist if not s.is_reference]
-    for s in clips:
+    offered = [s for s in t.playlist if not s.is_reference]
+    for s in offered:
         r = by_rated.loc[s.utt_id]
         assert r["mos"] == pytest.approx(3.0) and r["n_votes"] == 2
         assert r["mos_std"] == pytest.approx(np.std([4, 2], ddof=1))
@@ -323,23 +326,23 @@ def test_ratings_adapter_reads_the_votes_back_into_a_validated_manifest(corpus, 
 def test_adapter_reports_torn_lines_and_missing_audio(corpus, tmp_path):
     df, roots = corpus
     folder = tmp_path / "r"
-    ratings.record_roots(folder, {"toy": roots["toy"]})
-    ratings.append_rating(folder / "ratings.csv", row())
-    ratings.append_rating(folder / "ratings.csv", row(utt_id="toy/gone", path="wav/gone.wav"))
+    ratings_store.record_roots(folder, {"toy": roots["toy"]})
+    ratings_store.append_rating(folder / "ratings.csv", row())
+    ratings_store.append_rating(folder / "ratings.csv", row(utt_id="toy/gone", path="wav/gone.wav"))
     with open(folder / "ratings.csv", "a") as fh:
         fh.write("2026-01-01T10:00:09,bo")
-    with pytest.warns(ratings.TornLineWarning):
+    with pytest.warns(ratings_store.TornLineWarning):
         loaded = ratings_adapter.load(folder, corpus="my-test")
     assert list(loaded.manifest["rated_utt_id"]) == ["toy/toy-000"]
     reasons = dict(zip(loaded.skipped["row"], loaded.skipped["reason"]))
     assert reasons == {"line 4": "torn or malformed rating line", "my-test/toy/wav/gone": "audio file missing"}
     with pytest.raises(corpora.base.CorpusError, match=r"\[ratings\] expected a ratings CSV"):
         ratings_adapter.load(tmp_path)
-    with pytest.raises(ratings.RatingsError, match="recorded with root"):
-        ratings.record_roots(folder, {"toy": tmp_path})
+    with pytest.raises(ratings_store.RatingsError, match="recorded with root"):
+        ratings_store.record_roots(folder, {"toy": tmp_path})
 
 
-@pytest.mark.skipif("ratings" not in corpora.names(), reason="adapter not registered in sqa.corpora yet")
+@pytest.mark.skipif("ratings" not in corpora.names(), reason="adapter not registered in sqa.data.corpora yet")
 def test_the_adapter_is_registered_for_merge_specs(corpus, tmp_path):
     t = start_test(corpus, tmp_path, n_clips=2)
     t.rate(3)
@@ -351,16 +354,16 @@ def test_the_adapter_is_registered_for_merge_specs(corpus, tmp_path):
 def test_disagreements_rank_the_largest_gaps_first():
     a = pd.DataFrame({"utt_id": ["x", "y", "z", "w"], "corpus": "c", "mos": [1, 2, 3, 4], "pred": [1.0, 2.0, 3.0, 4.0]})
     b = pd.DataFrame({"utt_id": ["x", "y", "z", "v"], "pred": [1.5, 4.0, 2.0, 1.0]})
-    d = widgets.disagreements(a, b, top=2, names=("m1", "m2"))
+    d = clips.disagreements(a, b, top=2, names=("m1", "m2"))
     assert list(d["utt_id"]) == ["y", "z"]
     assert list(d["diff"]) == [-2.0, 1.0] and list(d["m2"]) == [4.0, 2.0]
     assert d.attrs["only_one"] == 2
     with pytest.raises(ValueError, match="m2: 1 prediction"):
-        widgets.disagreements(a, b.assign(pred=[1, None, 2, 3]), names=("m1", "m2"))
+        clips.disagreements(a, b.assign(pred=[1, None, 2, 3]), names=("m1", "m2"))
     with pytest.raises(ValueError, match="m2: pred is not a number for 1 clip"):
-        widgets.disagreements(a, b.assign(pred=["1", "x", "2", "3"]), names=("m1", "m2"))
+        clips.disagreements(a, b.assign(pred=["1", "x", "2", "3"]), names=("m1", "m2"))
     with pytest.raises(ValueError, match="duplicate utt_id"):
-        widgets.disagreements(a, pd.concat([b, b]), names=("m1", "m2"))
+        clips.disagreements(a, pd.concat([b, b]), names=("m1", "m2"))
 
 
 def test_comparison_widget_lists_and_plays_the_top_disagreements(corpus):
@@ -400,12 +403,12 @@ def test_collect_predictions_finds_every_run_and_reports_bad_files(corpus, outpu
     atomic.append_line(outputs / "registry.jsonl", json.dumps(
         {"profile": "smoke", "stage": "05_prune", "tag": "p", "dir": "$SQA_OUTPUTS/smoke/05_prune/p"}))
     with pytest.warns(UserWarning, match=r"predictions lack column\(s\) \['pred'\]"):
-        found = widgets.collect_predictions("smoke")
+        found = clips.collect_predictions("smoke")
     assert list(found) == ["04_distill/size-1M", "06_analysis/main/dnsmos"]
     assert len(found["06_analysis/main/dnsmos"]) == len(df)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert widgets.collect_predictions("demo") == {}
+        assert clips.collect_predictions("demo") == {}
 
 
 def test_app_tabs_and_metrics(corpus, tmp_path):

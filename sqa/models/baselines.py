@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from sqa.data.batching import length_batches
 from sqa.models.dnsmos import SAMPLE_RATE, DnsmosP808, DnsmosP835, as_waveform
 
 if TYPE_CHECKING:
@@ -83,16 +84,6 @@ class TorchBaseline:
                 x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
                 out[idx] = self.score(x).double().cpu().numpy().reshape(len(idx))
         return out
-
-
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped by equal length, at most `batch_size` per group, in first-seen order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    groups: dict[int, list[int]] = {}
-    for i, n in enumerate(lengths):
-        groups.setdefault(n, []).append(i)
-    return [g[s : s + batch_size] for g in groups.values() for s in range(0, len(g), batch_size)]
 
 
 def _distillmos(device: str) -> TorchBaseline:

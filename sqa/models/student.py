@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoint
-from .heads import HeadConfig, SqaHead, convert_released_state_dict, package_dir, window_starts
+from sqa.models import checkpoint
+from sqa.models.heads import HeadConfig, SqaHead, convert_released_state_dict, package_dir, window_starts
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,6 @@ def compressed_spectrum(wave: Tensor, win: int, hop: int, power: float) -> Tenso
     """(B, T) -> (B, 2, F, frames): real/imag of the STFT with magnitude raised to ``power``."""
     pad = (win - hop) // 2
     x = F.pad(wave, (pad, pad), mode="reflect")
-    window = torch.hann_window(win, device=wave.device, dtype=wave.dtype)
     if torch.onnx.is_in_onnx_export():
         # ONNX has no complex tensors, and onnxruntime's STFT op is ~40x less exact (the |X|^0.3
         # compression magnifies that in near-silent bins): export the DFT as a strided conv
@@ -251,11 +250,6 @@ class FrontEndFeatures(nn.Module):
 @checkpoint.register(ConvTransformerSQA.arch)
 def _build(config: dict) -> ConvTransformerSQA:
     return ConvTransformerSQA(StudentConfig.from_dict(config))
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (trainable or not; buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------- presets

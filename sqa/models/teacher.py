@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .. import atomic
-from . import checkpoint
-from .heads import HeadConfig, SqaHead, crop_features, predict_long
+from sqa import atomic
+from sqa.models import checkpoint
+from sqa.models.heads import HeadConfig, SqaHead, crop_features, predict_long
 
 HUB_IDS = {"300m": "facebook/wav2vec2-xls-r-300m", "1b": "facebook/wav2vec2-xls-r-1b",
            "2b": "facebook/wav2vec2-xls-r-2b"}

@@ -3,7 +3,7 @@
     <data>/clean/src<i>.wav        clean "speech" (voiced tone complexes with syllable envelopes)
     <data>/toy/wav/toy-<k>.wav     degraded versions (noise at several SNRs), one at 96 kHz
     <data>/other/wav/other-<k>.wav a second corpus (dev split only)
-    <data>/manifest.csv (+ .roots.json), validated by sqa.manifest.write
+    <data>/manifest.csv (+ .roots.json), validated by sqa.data.manifest.write
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from sqa import manifest
+from sqa.data import manifest
 
 SR = 16000
 

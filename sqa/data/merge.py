@@ -1,0 +1,100 @@
+"""Stage 01: load corpora through their adapters, merge, assign splits, validate, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sqa.data import manifest
+from sqa.data.corpora import base
+
+
+@dataclass
+class MergeResult:
+    manifest: pd.DataFrame
+    roots: dict[str, Path]
+    skipped: pd.DataFrame
+
+    def skipped_by_reason(self) -> pd.DataFrame:
+        """How many rows were skipped, per corpus and reason (an empty table if none)."""
+        if self.skipped.empty:
+            return pd.DataFrame(columns=["corpus", "reason", "rows"])
+        return (self.skipped.groupby(["corpus", "reason"]).size().rename("rows").reset_index())
+
+
+def parse_spec(spec: str, data_root: Path) -> tuple[str, Path]:
+    """``adapter`` or ``adapter:folder`` (folder relative to ``data_root`` unless absolute)."""
+    from sqa.data import corpora
+
+    name, _, folder = spec.partition(":")
+    name = name.strip()
+    if name not in corpora.names():
+        raise ValueError(f"corpus spec {spec!r}: unknown adapter {name!r}; known: {', '.join(corpora.names())}")
+    folder_path = Path(folder.strip() or name)
+    return name, folder_path if folder_path.is_absolute() else Path(data_root) / folder_path
+
+
+def prepare(specs: list[str], data_root: Path, profile: str, seed: int) -> list[Path]:
+    """Build any requested generated demo corpus that is missing (resumes a partial build)."""
+    from sqa.pipeline import profiles
+    from sqa.synth import demo_corpus
+
+    wanted = [root for name, root in (parse_spec(s, data_root) for s in specs) if name == demo_corpus.NAME]
+    if wanted:
+        demo_corpus.build(Path(data_root), size=profiles.demo_size(profile), seed=seed,
+                   only=[w.name for w in wanted])
+    return wanted
+
+
+def load_all(specs: list[str], data_root: Path) -> MergeResult:
+    """Load every corpus spec; roots map each manifest corpus name to its adapter's root."""
+    from sqa.data import corpora
+
+    frames, skipped, roots = [], [], {}
+    for spec in specs:
+        name, root = parse_spec(spec, data_root)
+        loaded = corpora.load(name, root)
+        frames.append(loaded.manifest)
+        skipped.append(loaded.skipped)
+        for corpus in loaded.manifest["corpus"].unique():
+            roots[corpus] = root
+    merged = manifest.merge(frames)
+    skipped_all = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=base.SKIP_COLUMNS)
+    return MergeResult(merged, roots, skipped_all)
+
+
+def run_merge(specs: list[str], data_root: Path, dev_frac: float, test_frac: float,
+              seed: int) -> MergeResult:
+    """Load, merge, fill missing splits (grouped by source), validate with file checks."""
+    result = load_all(specs, data_root)
+    if result.manifest.empty:
+        raise ValueError(f"no clips were loaded from {specs} under {data_root}; "
+                         f"skipped: {len(result.skipped)} rows")
+    df = manifest.assign_splits(result.manifest, dev_frac=dev_frac, test_frac=test_frac, seed=seed)
+    result.manifest = manifest.validate(df, roots=result.roots)
+    return result
+
+
+def write_outputs(run, result: MergeResult) -> pd.DataFrame:
+    """Write the manifest (+ roots), the skipped rows and the statistics; return the statistics."""
+    from sqa import atomic
+
+    manifest.write(result.manifest, run.path("manifest.parquet"), roots=result.roots)
+    with atomic.atomic_path(run.path("skipped.csv")) as tmp:
+        result.skipped.to_csv(tmp, index=False)
+    stats = manifest.summary(result.manifest)
+    with atomic.atomic_path(run.path("corpus_stats.csv")) as tmp:
+        stats.to_csv(tmp, index=False)
+    atomic.write_text(run.path("corpus_stats.md"), stats.to_markdown(index=False, floatfmt=".3g") + "\n")
+    return stats
+
+
+def metrics(result: MergeResult) -> dict:
+    df = result.manifest
+    return {"clips": int(len(df)), "corpora": int(df["corpus"].nunique()),
+            "hours": float(df["duration"].sum() / 3600),
+            "splits": {k: int(v) for k, v in df["split"].value_counts().items()},
+            "skipped": int(len(result.skipped)),
+            "skipped_by_reason": {r: int(n) for r, n in result.skipped["reason"].value_counts().items()}}

@@ -1,0 +1,1 @@
+"""Training: the loop, frozen-feature caching, pseudo-labeling (stage 03) and structured pruning."""
