@@ -11,33 +11,41 @@ import tempfile
 from pathlib import Path
 
 from sqa import export, paths, score
-from sqa.pipeline import notebooks, runs
+from sqa.pipeline import notebooks, progress, runs
 
 
-def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False) -> Path | None:
+def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
+              timer: progress.StageTimer | None = None) -> Path | None:
     """Execute one notebook with ``-p`` pairs checked against its parameters cell; the executed
-    notebook is kept in the run folder (also when it failed). Returns the run folder."""
+    notebook is kept in the run folder (also when it failed). Returns the run folder.
+
+    Unless ``quiet``, the stage's own progress (its text bars and prints) streams to the terminal
+    while it runs, between a start line and a line with the stage's wall time."""
     import papermill
 
     stage = notebooks.path(stage).stem
     declared = notebooks.declared(stage)
     notebooks.check_names(stage, [n for n, _ in pairs], declared)
     params = {n: notebooks.parse_cli_value(declared[n], v) for n, v in pairs}
-    with tempfile.TemporaryDirectory(prefix="sqa-run-") as tmp:
+    timer = timer or progress.StageTimer()
+    streams = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}
+    detail = " ".join(f"{k}={v}" for k, v in pairs)
+    with tempfile.TemporaryDirectory(prefix="sqa-run-") as tmp, timer.stage(stage, detail) as info, \
+            progress.kernel_environment(sys.stderr):
         record = Path(tmp) / "run_dir.txt"
         executed = Path(tmp) / f"{stage}.ipynb"
         env_before = os.environ.get(runs.RUN_RECORD_ENV)
         os.environ[runs.RUN_RECORD_ENV] = str(record)
         try:
             papermill.execute_notebook(str(notebooks.path(stage)), str(executed), parameters=params,
-                                       kernel_name="python3", progress_bar=not quiet,
-                                       cwd=str(notebooks.path(stage).parent))
+                                       kernel_name="python3", progress_bar=False,
+                                       cwd=str(notebooks.path(stage).parent), **streams)
         finally:
             _restore_env(runs.RUN_RECORD_ENV, env_before)
             run_dir = Path(record.read_text().strip()) if record.is_file() else None
+            info["run_dir"] = run_dir
             if run_dir and executed.is_file():
                 shutil.copyfile(executed, run_dir / "notebook.ipynb")
-                print(f"executed notebook: {run_dir / 'notebook.ipynb'}")
     return run_dir
 
 
@@ -48,14 +56,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     """Every numbered notebook in order for one profile (stages with a sweep run once per set,
-    or once with their defaults under ``--once``)."""
+    or once with their defaults under ``--once``), then the wall time of each stage."""
     from sqa.pipeline import profiles
 
-    for stage in notebooks.stages():
-        for overrides in [{}] if args.once else profiles.sweep(args.profile, stage):
-            pairs = [("profile", args.profile), *overrides.items()]
-            print(f"== {stage} " + " ".join(f"{k}={v}" for k, v in pairs), flush=True)
-            run_stage(stage, pairs, args.quiet)
+    timer = progress.StageTimer()
+    try:
+        for stage in notebooks.stages():
+            for overrides in [{}] if args.once else profiles.sweep(args.profile, stage):
+                run_stage(stage, [("profile", args.profile), *overrides.items()], args.quiet, timer)
+    finally:
+        print(timer.summary(), file=sys.stderr, flush=True)
     return 0
 
 
@@ -146,13 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("stage", help="notebook name or number, e.g. 04_distill or 04")
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a parameter of the notebook's parameters cell (repeatable)")
-    run.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
+    run.add_argument("-q", "--quiet", action="store_true", help="do not stream the stage's progress and output")
     run.set_defaults(func=_run)
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
     rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
     rep.add_argument("--once", action="store_true",
                      help="each stage once with its defaults, without the profile's sweeps of sizes and modes")
-    rep.add_argument("-q", "--quiet", action="store_true", help="no cell progress bar")
+    rep.add_argument("-q", "--quiet", action="store_true", help="do not stream the stage's progress and output")
     rep.set_defaults(func=_reproduce)
     stages = sub.add_parser("stages", help="list the notebooks and their parameters")
     stages.set_defaults(func=_stages)

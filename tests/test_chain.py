@@ -21,6 +21,17 @@ def sqa_run(*args, env=None):
                           text=True, env=env, timeout=900)
 
 
+def sqa_run_streaming(*args, env=None) -> tuple[subprocess.CompletedProcess, list[tuple[bool, str]]]:
+    """`sqa run` with its progress streaming (stdout and stderr merged); each line with whether the
+    stage was still running when the line arrived."""
+    proc = subprocess.Popen([sys.executable, "-m", "sqa.cli", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+    lines = [(proc.poll() is None, line) for line in iter(proc.stdout.readline, "")]
+    proc.wait(timeout=900)
+    text = "".join(line for _, line in lines)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, text, text), lines
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """Run every stage once (smoke profile) into a private outputs folder."""
@@ -30,7 +41,10 @@ def chain(tmp_path_factory):
     env = {**os.environ, "SQA_OUTPUTS": str(out)}
     results = {}
     for stage in notebooks.stages():
-        res = sqa_run(stage, "-p", "profile", "smoke", env=env)
+        if stage == "02_teacher":
+            res, results["02_teacher_lines"] = sqa_run_streaming(stage, "-p", "profile", "smoke", env=env)
+        else:
+            res = sqa_run(stage, "-p", "profile", "smoke", env=env)
         results[stage] = res
         assert res.returncode == 0, f"{stage} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return out, results
@@ -53,6 +67,18 @@ def test_01_writes_a_validated_manifest_and_statistics(chain):
     assert (d / "notebook.ipynb").is_file() and (d / "env.json").is_file()
     m = json.loads((d / "metrics.json").read_text())
     assert m["clips"] == len(df) and "skipped_by_reason" in m
+
+
+def test_cli_streams_a_stage_progress_while_it_runs(chain):
+    """A line printed inside the running notebook (an epoch's loss and dev PCC) reaches the
+    terminal before the stage ends; the stage ends with a line giving its wall time."""
+    _, results = chain
+    lines = results["02_teacher_lines"]
+    epochs = [(alive, line) for alive, line in lines if "epoch 1/" in line and "dev PCC" in line]
+    assert epochs, "no epoch line reached stderr:\n" + "".join(line for _, line in lines)[-3000:]
+    assert epochs[0][0], "the epoch line arrived only after the stage had ended"
+    done = [line for _, line in lines if line.startswith("== 02_teacher done in ")]
+    assert len(done) == 1 and "-> " in done[0]
 
 
 def test_typo_in_a_parameter_fails_naming_it(tmp_path):

@@ -244,3 +244,20 @@ def test_registering_module_is_imported_on_load(tmp_path: pathlib.Path, monkeypa
         "arch": "test-lazy", "config": json.dumps(CONFIG), "builder_module": "os"})
     _assert_refused(outside, "unknown architecture 'test-lazy'")
     assert imported == ["sqa.models.lazy_fake"]  # modules outside sqa are never imported
+
+
+def test_checkpoints_naming_a_moved_builder_module_still_load(tmp_path: pathlib.Path, monkeypatch) -> None:
+    """Pruned models saved before the package layout changed name ``sqa.pruning.*``."""
+    path = tmp_path / "old.safetensors"
+    save_file(_model().state_dict(), str(path), metadata={
+        "arch": "test-moved", "config": json.dumps(CONFIG), "builder_module": "sqa.pruning.student"})
+    imported = []
+
+    def fake_import(name: str):
+        imported.append(name)
+        checkpoint.register("test-moved", TinyNet)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    model, _ = checkpoint.load(path)
+    assert imported == ["sqa.training.pruning.student"] and isinstance(model, TinyNet)
+    monkeypatch.delitem(checkpoint._REGISTRY, "test-moved")

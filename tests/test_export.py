@@ -4,14 +4,13 @@ tolerance, sidecars describe the export, and bad sources fail clearly."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from sqa import export
+from sqa import cli, export
 from sqa.models import checkpoint, count_params, student
 
 from signals import speechlike
@@ -168,20 +167,15 @@ def test_int8_within_tolerance(small, small_onnx, small_ts, fmt) -> None:
 
 def test_cli_writes_default_file_and_reports(small, tmp_path, capsys) -> None:
     _, run = small
-    parser = argparse.ArgumentParser(prog="sqa")
-    export.add_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "cli" / "m.onnx"
-    args = parser.parse_args(["export", "--run", str(run / "model.safetensors"), "--format", "onnx",
-                              "--out", str(out)])
-    assert args.func(args) == 0
+    assert cli.main(["export", "--run", str(run / "model.safetensors"), "--format", "onnx", "--out", str(out)]) == 0
     assert out.is_file() and export.sidecar_path(out).is_file()
     assert "wrote" in capsys.readouterr().out
     assert not list(out.parent.glob(".*tmp*"))  # no temporary leftovers
-    args = parser.parse_args(["export", "--run", str(tmp_path / "nope"), "--format", "onnx"])
-    assert args.func(args) == 2
+    assert cli.main(["export", "--run", str(tmp_path / "nope"), "--format", "onnx"]) == 2
     assert "no such run folder or checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        parser.parse_args(["export", "--run", str(run), "--format", "tflite"])
+        cli.main(["export", "--run", str(run), "--format", "tflite"])
 
 
 def test_bad_sources_fail_clearly(small, tmp_path) -> None:

@@ -4,7 +4,6 @@ missing files become CSV rows with reasons without stopping the batch; list file
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -13,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sqa import export, score
+from sqa import cli, export, score
 from sqa.data import audio
 from sqa.models import checkpoint, count_params, student
 
@@ -66,15 +65,8 @@ BAD = {"corrupt.wav": "corrupt audio header", "empty.flac": "corrupt audio heade
        "zero frames.wav": "empty audio (0 frames)"}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sqa")
-    score.add_parser(p.add_subparsers(dest="command", required=True))
-    return p
-
-
 def run_cli(*argv: str) -> int:
-    args = parser().parse_args(["score", *argv])
-    return args.func(args)
+    return cli.main(["score", *argv])
 
 
 def read_csv(path) -> list[dict]:

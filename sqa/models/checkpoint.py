@@ -221,8 +221,15 @@ def read_info(path: Path | str) -> CheckpointInfo:
     return _parse_info(path, _read_metadata(path)[0])
 
 
+#: builder modules that moved (checkpoints written before the move name the old module)
+MOVED_MODULES = {"sqa.pruning.": "sqa.training.pruning."}
+
+
 def _builder_for(info: CheckpointInfo) -> Builder:
     module = info.builder_module
+    for old, new in MOVED_MODULES.items():
+        if module.startswith(old):
+            module = new + module[len(old):]
     if info.arch not in _REGISTRY and (module == "sqa" or module.startswith("sqa.")):
         try:
             importlib.import_module(module)

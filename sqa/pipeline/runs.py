@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from sqa import atomic, paths
-from sqa.pipeline import notebooks, profiles
+from sqa.pipeline import notebooks, profiles, progress
 
 #: set by ``sqa run``: the file where ``start`` records its run folder
 RUN_RECORD_ENV = "SQA_RUN_RECORD"
@@ -98,6 +98,7 @@ def injected_names(namespace: Mapping[str, Any]) -> list[str]:
 def start(stage: str, namespace: Mapping[str, Any], tag: Iterable[str] = (),
           overrides: Mapping[str, Any] | None = None) -> Run:
     """Start (or re-enter) the run of ``stage`` for the parameters found in ``namespace``."""
+    progress.text_bars_if_requested()
     nb_stage = notebooks.path(stage).stem
     declared = notebooks.declared(nb_stage)
     notebooks.check_names(nb_stage, injected_names(namespace), declared)

@@ -538,6 +538,15 @@ def _write_state(out_dir: Path, cfg: TrainConfig, model: nn.Module, opt: _Optim,
     atomic.write_text(out_dir / LOG_FILE, pd.DataFrame(state.history, columns=LOG_COLUMNS).to_csv(index=False))
 
 
+def _report_epoch(row: dict, epochs: int, improved: bool) -> None:
+    """One line per finished epoch under the progress bars (a text line in a terminal)."""
+    from tqdm.auto import tqdm
+
+    best = " (best so far)" if improved and math.isfinite(row["dev_pcc"]) else ""
+    tqdm.write(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, dev PCC {row['dev_pcc']:.3f}, "
+               f"dev RMSE {row['dev_rmse']:.3f}{best} [{row['seconds']:.0f} s, {row['clips_per_s']:.1f} clips/s]")
+
+
 def fit(
     model: nn.Module,
     train_ds: Dataset,
@@ -575,6 +584,8 @@ def fit(
             improved = _end_epoch(env, model, dev_ds, cfg, forward, state, row, save_best)
             if env.main:
                 _write_state(out_dir, cfg, model, opt, bias, state, loader.steps, improved)
+                if cfg.progress:
+                    _report_epoch(state.history[-1], cfg.epochs, improved)
     finally:
         if env.created_group:
             dist.destroy_process_group()
