@@ -56,7 +56,7 @@ def test_built_corpora_load_as_ordinary_corpora(smoke_corpus):
 def test_interrupted_build_resumes_to_byte_identical_files(smoke_corpus, tmp_path):
     data, _ = smoke_corpus
     other = tmp_path / "data"
-    code = f"from sqa.data.corpora import demo; demo_corpus.build({str(other)!r}, 'smoke', seed=0, progress=False)"
+    code = f"from sqa.synth import demo_corpus; demo_corpus.build({str(other)!r}, 'smoke', seed=0, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(other.glob("demo-*/wav/*.json"))) < 5:
