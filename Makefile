@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/sqa reproduce --profile demo --once
+	$(BIN)/sqa reproduce --profile demo --quick
 
 # Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
 # Installed when missing and root can apt-get; otherwise that one test is skipped, saying why.
@@ -28,8 +28,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed: the browser test will be skipped"
 
+# one worker per core; --dist loadscope keeps a module's tests (and its module-scoped fixtures,
+# such as the notebook chain) on one worker; the slowest tests are listed at the end
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadscope --durations=25
 
 reproduce: setup
 	$(BIN)/sqa reproduce --profile $(PROFILE)

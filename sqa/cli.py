@@ -55,14 +55,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Every numbered notebook in order for one profile (stages with a sweep run once per set,
-    or once with their defaults under ``--once``), then the wall time of each stage."""
+    """Every numbered notebook in order for one profile (stages with a sweep run once per set, or
+    the quick demo's set under ``--quick``), then the wall time of each stage."""
     from sqa.pipeline import profiles
 
     timer = progress.StageTimer()
     try:
         for stage in notebooks.stages():
-            for overrides in [{}] if args.once else profiles.sweep(args.profile, stage):
+            for overrides in profiles.sweep(args.profile, stage, args.quick):
                 run_stage(stage, [("profile", args.profile), *overrides.items()], args.quiet, timer)
     finally:
         print(timer.summary(), file=sys.stderr, flush=True)
@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
     rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
-    rep.add_argument("--once", action="store_true",
-                     help="each stage once with its defaults, without the profile's sweeps of sizes and modes")
+    rep.add_argument("--quick", action="store_true",
+                     help="the quick demo (make demo): each stage once at 250k, 04 also labeled-only, fast "
+                          "baselines; without it, the profile's sweeps of sizes, modes and seeds")
     rep.add_argument("-q", "--quiet", action="store_true", help="do not stream the stage's progress and output")
     rep.set_defaults(func=_reproduce)
     stages = sub.add_parser("stages", help="list the notebooks and their parameters")

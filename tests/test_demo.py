@@ -93,3 +93,12 @@ def test_labels_fall_monotonically_with_opus_bitrate(utterance):
     scores = [objective_labels.pesq_wb(utterance, degradations.Codec("opus", kbps).apply(utterance, 16000, 0))
               for kbps in (24, 16, 12, 9, 6)]
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
+
+
+def test_demo_plan_labels_every_labeled_clip_and_an_oracle_sample_of_the_pool():
+    _, clips = demo_corpus.plan("demo", seed=0)
+    size = demo_corpus.SIZES["demo"]
+    pool = clips[clips["corpus"] == demo_corpus.POOL]
+    assert clips.loc[clips["corpus"] != demo_corpus.POOL, "label"].all()
+    assert len(pool) == size.pool_clips and pool["label"].sum() == size.pool_oracle_clips
+    assert pool.loc[pool["label"], "index"].max() == size.pool_oracle_clips - 1

@@ -103,6 +103,18 @@ SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
 }
 
 
-def sweep(profile: str, stage: str) -> list[dict[str, str]]:
-    """The parameter sets ``sqa reproduce`` runs a stage with (``[{}]``: once, with defaults)."""
+#: what ``sqa reproduce --quick`` (``make demo``) runs: every stage once, students and the pruned
+#: teacher at 250k, 04 also as the labeled-only baseline, and the baselines that score in seconds
+QUICK: dict[str, list[dict[str, str]]] = {
+    "04_distill": [{"size": "250k", "mode": "distill"}, {"size": "250k", "mode": "labeled-only"}],
+    "05_prune": [{"size": "250k", "finetune_epochs": "1"}],
+    "06_analysis": [{"baselines": "dnsmos-p808,distillmos,mfcc-sqa"}],
+}
+
+
+def sweep(profile: str, stage: str, quick: bool = False) -> list[dict[str, str]]:
+    """The parameter sets ``sqa reproduce`` runs a stage with (``[{}]``: once, with defaults);
+    ``quick``: the quick demo's set, the same for every profile."""
+    if quick:
+        return QUICK.get(stage, [{}])
     return SWEEPS.get(paths.check_profile(profile), {}).get(stage, [{}])

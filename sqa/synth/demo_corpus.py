@@ -59,11 +59,17 @@ class Size:
     talkers: int
     clips_per_corpus: int
     pool_clips: int
+    #: pool clips that get the hidden oracle label (PESQ-WB; only stage 03's error report reads it)
+    pool_oracle_clips: int
 
 
+#: the demo is sized for a laptop CPU: PESQ-WB (~0.1-0.18 s per 4-s clip and core) only where a
+#: label is used, i.e. every labeled clip and a sample of the pool for the oracle report
 SIZES = {
-    "smoke": Size(labeled_sources=12, pool_sources=6, talkers=3, clips_per_corpus=10, pool_clips=16),
-    "demo": Size(labeled_sources=150, pool_sources=300, talkers=12, clips_per_corpus=240, pool_clips=3000),
+    "smoke": Size(labeled_sources=12, pool_sources=6, talkers=3, clips_per_corpus=10, pool_clips=16,
+                  pool_oracle_clips=16),
+    "demo": Size(labeled_sources=100, pool_sources=120, talkers=8, clips_per_corpus=160, pool_clips=1200,
+                 pool_oracle_clips=200),
 }
 
 
@@ -100,6 +106,7 @@ def plan(size: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     clips = pd.DataFrame(clips, columns=["corpus", "index", "source"])
     clips["clip"] = clips["corpus"] + "-" + clips["index"].map("{:05d}".format)
     clips["split"] = clips["source"].map(sources.set_index("source")["split"])
+    clips["label"] = (clips["corpus"] != POOL) | (clips["index"] < s.pool_oracle_clips)
     return sources, clips
 
 
@@ -166,8 +173,8 @@ def _condition(step) -> str:
     return step.name
 
 
-def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int) -> dict:
-    """Degrade one clip, label it with PESQ-WB, save wav then json; returns the json record."""
+def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int, label: bool) -> dict:
+    """Degrade one clip, label it with PESQ-WB if ``label``, save wav then json; returns the json record."""
     from sqa.data import audio
     from sqa.synth import degradations, objective_labels
 
@@ -187,12 +194,15 @@ def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int) -> di
     else:
         chain = degradations.sample_chain(rng, families, n_min, n_max, pool_ids=_WORKER["talkers"], skipped=skipped)
     deg = _quantize16(chain.apply(ref, SR, rng, pool=_WORKER["pool"]))
-    result = objective_labels.pesq_wb_result(ref, deg, SR, clip_id=clip)
+    score, skip_reason = None, None
+    if label:
+        result = objective_labels.pesq_wb_result(ref, deg, SR, clip_id=clip)
+        score = None if np.isnan(result.score) else round(float(result.score), 4)
+        skip_reason = result.skip_reason
     audio.save(wav, deg, SR, subtype="PCM_16")
     record = {"clip": clip, "corpus": corpus, "source": source, "chain": chain.to_json(),
               "condition": "+".join(_condition(step) for step in chain.steps) or "clean",
-              "pesq_wb": None if np.isnan(result.score) else round(float(result.score), 4),
-              "skip_reason": result.skip_reason, "codec_skipped": dict(skipped)}
+              "pesq_wb": score, "skip_reason": skip_reason, "codec_skipped": dict(skipped)}
     atomic.write_json(meta, record)
     return record
 
@@ -225,7 +235,8 @@ def build(data: Path | str, size: str = "demo", seed: int = 0, only: list[str] |
         for f in tqdm(as_completed(jobs), total=len(jobs), desc="clean speech", disable=not progress):
             f.result()
         t_clean = time.perf_counter() - t0
-        jobs = [ex.submit(_make_clip, r.corpus, r.index, r.clip, r.source, seed) for r in clips.itertuples()]
+        jobs = [ex.submit(_make_clip, r.corpus, r.index, r.clip, r.source, seed, r.label)
+                for r in clips.itertuples()]
         records = [f.result() for f in tqdm(as_completed(jobs), total=len(jobs), desc="degrade + PESQ",
                                             disable=not progress)]
     by_clip = {r["clip"]: r for r in records}
