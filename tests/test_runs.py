@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -101,19 +102,23 @@ def test_registry_reports_torn_lines(outputs):
         runs.registry()
 
 
-def test_reproduce_runs_the_sweeps_or_each_stage_once(monkeypatch):
+def test_reproduce_runs_the_sweeps_or_the_quick_demo(monkeypatch, capsys):
     from sqa import cli
     from sqa.pipeline import notebooks, profiles
 
     calls = []
-    monkeypatch.setattr(cli, "run_stage", lambda stage, pairs, quiet: calls.append((stage, dict(pairs))))
+    monkeypatch.setattr(cli, "run_stage", lambda stage, pairs, quiet, timer: calls.append((stage, dict(pairs))))
     assert cli.main(["reproduce", "--profile", "demo", "-q"]) == 0
     prune_runs = [p for s, p in calls if s == "05_prune"]
     assert [p["size"] for p in prune_runs] == [o["size"] for o in profiles.SWEEPS["demo"]["05_prune"]]
     assert all(p["profile"] == "demo" for _, p in calls)
     calls.clear()
-    assert cli.main(["reproduce", "--profile", "demo", "--once", "-q"]) == 0
-    assert calls == [(stage, {"profile": "demo"}) for stage in notebooks.stages()]
+    assert cli.main(["reproduce", "--profile", "demo", "--quick", "-q"]) == 0
+    quick = [(stage, {"profile": "demo", **o}) for stage in notebooks.stages() for o in profiles.QUICK.get(stage, [{}])]
+    assert calls == quick
+    students = [p for s, p in calls if s == "04_distill"]
+    assert {p["mode"] for p in students} == {"distill", "labeled-only"} and len({p["size"] for p in students}) == 1
+    assert "stage wall times:" in capsys.readouterr().err
 
 
 def test_remove_stale_deletes_only_leftover_temporary_files(tmp_path):
@@ -125,3 +130,44 @@ def test_remove_stale_deletes_only_leftover_temporary_files(tmp_path):
     (tmp_path / "notes.tmp.txt").write_text("not ours: no leading dot")
     assert atomic.remove_stale(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["kept.wav", "notes.tmp.txt"]
+
+
+def test_stage_timer_prints_a_line_per_stage_with_its_wall_time(tmp_path):
+    import io
+
+    from sqa.pipeline import progress
+
+    stream = io.StringIO()
+    timer = progress.StageTimer(stream)
+    with timer.stage("01_merge_datasets", "profile=smoke") as info:
+        info["run_dir"] = tmp_path
+    with pytest.raises(RuntimeError), timer.stage("02_teacher"):
+        raise RuntimeError("boom")
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "== 01_merge_datasets profile=smoke"
+    assert lines[1].startswith("== 01_merge_datasets done in 0:00 -> ") and lines[1].endswith(str(tmp_path))
+    assert lines[3].startswith("== 02_teacher failed in ")
+    assert [s for s, _, _ in timer.finished] == ["01_merge_datasets", "02_teacher"]
+    assert "total" in timer.summary() and progress.clock(3725) == "1:02:05" and progress.clock(83.2) == "1:23"
+
+
+def test_text_bars_only_when_the_cli_asks(monkeypatch):
+    import io
+
+    import tqdm.auto
+    import tqdm.std
+
+    from sqa.pipeline import progress
+
+    original = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", original)
+    monkeypatch.setattr(tqdm.auto, "trange", tqdm.auto.trange)
+    monkeypatch.delenv(progress.ENV, raising=False)
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    progress.text_bars_if_requested()
+    assert tqdm.auto.tqdm is original
+    with progress.kernel_environment(io.StringIO()):  # not a terminal: fixed width, slow redraws
+        assert os.environ[progress.ENV] == "text" and os.environ["TQDM_MININTERVAL"] == str(progress.LOG_INTERVAL_S)
+        progress.text_bars_if_requested()
+        assert tqdm.auto.tqdm is tqdm.std.tqdm
+    assert progress.ENV not in os.environ and "TQDM_MININTERVAL" not in os.environ
