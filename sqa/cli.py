@@ -16,13 +16,19 @@ from sqa.pipeline import notebooks, runs
 
 def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False) -> Path | None:
     """Execute one notebook with ``-p`` pairs checked against its parameters cell; the executed
-    notebook is kept in the run folder (also when it failed). Returns the run folder."""
+    notebook is kept in the run folder (also when it failed). Returns the run folder.
+
+    Every parameter, the profile included, is checked against its declared type and allowed
+    values (:func:`sqa.pipeline.notebooks.validate`) before the first cell runs; a name given
+    twice is an error."""
     import papermill
 
     stage = notebooks.path(stage).stem
     declared = notebooks.declared(stage)
+    notebooks.check_repeats([n for n, _ in pairs])
     notebooks.check_names(stage, [n for n, _ in pairs], declared)
     params = {n: notebooks.parse_cli_value(declared[n], v) for n, v in pairs}
+    notebooks.validate(stage, params, declared)
     with tempfile.TemporaryDirectory(prefix="sqa-run-") as tmp:
         record = Path(tmp) / "run_dir.txt"
         executed = Path(tmp) / f"{stage}.ipynb"

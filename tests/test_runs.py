@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -125,3 +126,75 @@ def test_remove_stale_deletes_only_leftover_temporary_files(tmp_path):
     (tmp_path / "notes.tmp.txt").write_text("not ours: no leading dot")
     assert atomic.remove_stale(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["kept.wav", "notes.tmp.txt"]
+
+
+# ---------------------------------------------------------------- profile default and validation
+
+
+def test_zero_reaches_the_code_for_a_parameter_whose_profile_default_is_not_zero(outputs):
+    from sqa.training.pruning import pruner
+
+    assert profiles_default("05_prune", "smoke", "finetune_epochs") != 0
+    run = runs.start("05_prune", {"profile": "smoke", "finetune_epochs": 0, "steps": None})
+    assert run.resolved["finetune_epochs"] == 0
+    assert run.resolved["steps"] == profiles_default("05_prune", "smoke", "steps")
+    assert pruner.settings("smoke", run.resolved)["finetune_epochs"] == 0
+    declared = notebooks.declared("05_prune")
+    assert notebooks.parse_cli_value(declared["finetune_epochs"], "0") == 0
+    assert notebooks.parse_cli_value(declared["finetune_epochs"], "default") is None
+    with pytest.raises(ParameterError, match="'seed' must be int, cannot read 'default'"):
+        notebooks.parse_cli_value(declared["seed"], "default")
+    with pytest.raises(ParameterError, match="'seed' has no profile default"):
+        notebooks.check_value("05_prune", declared["seed"], None)
+
+
+def profiles_default(stage: str, profile: str, name: str):
+    from sqa.pipeline import profiles
+
+    return profiles.STAGE_DEFAULTS[stage][profile][name]
+
+
+def test_sqa_run_passes_a_zero_to_the_notebook(monkeypatch):
+    import papermill
+
+    from sqa import cli
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters, **kw: seen.update(parameters))
+    cli.run_stage("05", [("profile", "smoke"), ("finetune_epochs", "0"), ("steps", "default")], quiet=True)
+    assert seen == {"profile": "smoke", "finetune_epochs": 0, "steps": None}
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ([("profile", "foo")], "'profile'='foo' must be one of 'smoke', 'demo', 'paper'"),
+    ([("seed", "1"), ("seed", "2")], "parameter 'seed' given more than once"),
+    ([("dev_frac", "1.5")], r"'dev_frac'=1.5 must lie in \[0, 1\)"),
+    ([("dev_frac", "-1"), ("profile", "prod")], "'profile'='prod' must be one of .*'dev_frac'=-1.0 must lie"),
+])
+def test_sqa_run_checks_every_parameter_before_the_first_cell(monkeypatch, capsys, pairs, message):
+    import papermill
+
+    from sqa import cli
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: pytest.fail("the notebook started"))
+    argv = ["run", "01"] + [x for pair in pairs for x in ("-p", *pair)]
+    assert cli.main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("stage, name, bad", [
+    ("04_distill", "mode", "distil"), ("04_distill", "size", "big"), ("04_distill", "labeled_mix", 1.0),
+    ("05_prune", "method", "l1"), ("06_analysis", "baselines", ["pesq"]), ("07_listen", "split", "val"),
+    ("02_teacher", "lr", 0.0), ("06_analysis", "n_boot", 0),
+])
+def test_allowed_values_are_declared_once_and_checked(stage, name, bad):
+    with pytest.raises(ParameterError, match=f"'{name}'"):
+        notebooks.validate(stage, {name: bad})
+
+
+def test_every_rule_names_a_declared_parameter():
+    for stage, rules in notebooks.RULES.items():
+        if stage != "*":
+            assert set(rules) <= set(notebooks.declared(stage)), stage
+    for stage in notebooks.stages():
+        notebooks.validate(stage, {})  # every notebook's defaults are allowed

@@ -41,7 +41,8 @@ def demo_size(profile: str) -> str:
     return "smoke" if paths.check_profile(profile) == "smoke" else "demo"
 
 
-#: per stage and profile: what an empty string, a 0 or [] in a notebook parameter stands for
+#: per stage and profile: what a notebook parameter declared ``None`` (the profile-default sentinel,
+#: ``sqa.pipeline.notebooks.PROFILE_DEFAULT``) stands for; 0, "" and [] are values like any other
 STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
     "02_teacher": {
         "smoke": {"teacher": "xlsr-tiny-l2", "epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
@@ -75,13 +76,10 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
 
 
 def resolve(profile: str, stage: str, params: dict) -> dict:
-    """``params`` with every empty/zero value replaced by the profile's default for the stage."""
+    """``params`` with every ``None`` (the profile-default sentinel) replaced by the profile's
+    default for the stage; a ``None`` the profile has no default for stays ``None``."""
     defaults = STAGE_DEFAULTS.get(stage, {}).get(paths.check_profile(profile), {})
-    return {k: (defaults[k] if k in defaults and _empty(v) else v) for k, v in params.items()}
-
-
-def _empty(value) -> bool:
-    return not isinstance(value, bool) and (value in ("", 0, 0.0) or value == [])
+    return {k: (defaults[k] if v is None and k in defaults else v) for k, v in params.items()}
 
 
 #: extra runs ``sqa reproduce`` makes of a stage (each a set of ``-p`` overrides); default: one run
