@@ -198,3 +198,99 @@ def test_every_rule_names_a_declared_parameter():
             assert set(rules) <= set(notebooks.declared(stage)), stage
     for stage in notebooks.stages():
         notebooks.validate(stage, {})  # every notebook's defaults are allowed
+
+
+# ---------------------------------------------------------------- identity and lineage
+
+
+def _finish(run, model_file: bool = True) -> None:
+    """Finish a run as its notebook would, with the files stage 06 reads."""
+    if model_file:
+        (run.dir / "model.safetensors").write_bytes(b"")
+        run.path("predictions.csv").write_text("utt_id,corpus,sys_id,mos,pred,split\n")
+    run.finish({"params": 1000})
+
+
+def _chain(teacher_seed: int) -> tuple[runs.Run, runs.Run]:
+    """A stage-02 teacher (of the latest manifest) and stage-03 pseudo-labels from it."""
+    teacher = runs.start("02_teacher", {"profile": "smoke", "seed": teacher_seed}, tag=("teacher", "seed"))
+    teacher.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    _finish(teacher)
+    pseudo = runs.start("03_pseudo_labels", {"profile": "smoke"}, tag=("pool", "seed"))
+    pseudo.use_input("teacher", teacher.dir)
+    pseudo.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    _finish(pseudo, model_file=False)
+    return teacher, pseudo
+
+
+def _student(mode: str = "distill") -> runs.Run:
+    run = runs.start("04_distill", {"profile": "smoke", "size": "50k", "mode": mode},
+                     tag=("size", "mode", "labeled_mix", "seed"))
+    pseudo = runs.resolve_input("smoke", "03_pseudo_labels", "")
+    run.use_input("pseudo_labels", pseudo)
+    run.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    return run
+
+
+def test_rerunning_04_after_a_new_teacher_and_pool_does_not_return_the_old_student(outputs, capsys):
+    import torch
+
+    from sqa.analysis import tables
+    from sqa.training import train_state
+
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+    old = _student()
+    train_state.save_state(old.path("training", train_state.STATE_FILE), {"model": {"w": torch.zeros(1)}})
+    _finish(old)
+    again = _student()  # same parameters, same inputs: the same run, re-entered (and resumable)
+    assert again.dir == old.dir and again.identity == old.identity
+    assert train_state.load_state(again.dir / "training") is not None
+
+    new_teacher, new_pseudo = _chain(teacher_seed=1)  # the 03 run that 04 used is replaced
+    assert new_pseudo.dir.name.startswith("pool-unlabeled_seed-0_id-")
+    new = _student()
+    assert new.dir != old.dir and not (new.dir / "model.safetensors").exists()
+    assert "input pseudo_run" in capsys.readouterr().err
+    assert json.loads((new.dir / "params.json").read_text())["identity_record"]["inputs"]["pseudo_run"] \
+        == new_pseudo.identity
+    # the old training state copied into the new run is not resumed: it belongs to another identity
+    (new.dir / "training").mkdir()
+    (new.dir / "training" / train_state.STATE_FILE).write_bytes(
+        (old.dir / "training" / train_state.STATE_FILE).read_bytes())
+    with pytest.raises(ValueError, match="saved by run identity .* not resuming it"):
+        train_state.load_state(new.dir / "training")
+
+    # 06 before the new student finished: the old one descends from the replaced teacher, left out
+    found = tables.collect("smoke")
+    assert set(found["kind"]) == {"teacher"}  # both teachers read the same manifest: both are rows
+    dropped = tables.left_out(found)
+    reasons = dict(zip(dropped["stage"], dropped["reason"]))
+    assert "descends from teacher run" in reasons["04_distill"] and "teacher seed-0" not in reasons["04_distill"]
+    assert set(dropped["stage"]) == {"04_distill"}
+    _finish(new)
+    found = tables.collect("smoke")
+    assert new.dir in set(found["dir"]) and old.dir not in set(found["dir"]) and tables.left_out(found).empty
+
+
+def test_collect_leaves_out_runs_of_another_manifest(outputs):
+    from sqa.analysis import tables
+
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+    _finish(_student("labeled-only"))
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke", "seed": 5}, tag=("seed",)), model_file=False)
+    teacher, _ = _chain(teacher_seed=2)
+    found = tables.collect("smoke")
+    assert list(found["dir"]) == [teacher.dir]
+    dropped = tables.left_out(found)
+    assert sorted(dropped["stage"]) == ["02_teacher", "04_distill"]
+    assert all("read manifest" in r for r in dropped["reason"])
+
+
+def test_an_input_that_changes_after_start_is_refused(outputs):
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    first = runs.start("02_teacher", {"profile": "smoke"}, tag=("teacher", "seed"))
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke", "seed": 1}, tag=("seed",)), model_file=False)
+    with pytest.raises(ValueError, match="identity was fixed with 01_merge_datasets run"):
+        first.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))

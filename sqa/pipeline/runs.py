@@ -223,6 +223,25 @@ def folder_for(profile: str, stage: str, tag: str, ident: str, record: Mapping[s
     return alt
 
 
+def lineage(run_dir: Path | str) -> dict[str, set[str]]:
+    """Every run a run descends from, by stage (portable folders), the run itself included: e.g.
+    a student's ``01_merge_datasets`` (its manifest) and ``02_teacher`` (the teacher of its pseudo-labels)."""
+    out: dict[str, set[str]] = {}
+    todo, seen = [Path(run_dir)], set()
+    while todo:
+        folder = todo.pop()
+        key = paths.portable(folder)
+        if key in seen:
+            continue
+        seen.add(key)
+        p = _params_json(folder)
+        if p is None:
+            continue
+        out.setdefault(p["stage"], set()).add(key)
+        todo += [paths.resolve_portable(d) for d in p.get("inputs", {}).values()]
+    return out
+
+
 def environment() -> dict[str, Any]:
     """Package versions, git commit, device: enough to say what produced a run."""
     versions = {}
