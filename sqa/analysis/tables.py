@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sqa import atomic, paths
-from sqa.analysis import metrics
+from sqa.analysis import comparisons, metrics
 from sqa.models.baselines import NAMES
 from sqa.pipeline import runs
 
@@ -52,16 +52,17 @@ def collect(profile: str) -> pd.DataFrame:
     02 (teacher), 04 (students) and 05 (pruned): ``label, kind, size, params, stage, tag, dir,
     finished``. An empty frame (with these columns) when there is none.
 
-    Only runs of one lineage are kept (:func:`lineage_filter`): those that read the reference
-    teacher's manifest and, for distilled and pruned models, descend from that teacher. What was
-    left out and why is in ``found.attrs["left_out"]`` (:func:`left_out`)."""
+    Only runs of one lineage are kept: those that read the reference
+    teacher's manifest and, for distilled and pruned models, descend from that teacher
+    (:func:`sqa.analysis.comparisons.lineage_filter`). What was left out and why is in
+    ``found.attrs["left_out"]`` (:func:`left_out`)."""
     latest: dict[tuple[str, str], tuple[int, dict]] = {}
     for i, row in enumerate(runs.registry(profile)):
         if row["stage"][:2] in STAGE_KINDS:
             latest[(row["stage"], row["tag"])] = (i, row)
     rows = [{**_run_row(r), "order": i} for i, r in latest.values()]
     found = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "order"])
-    found, dropped = lineage_filter(found)
+    found, dropped = comparisons.lineage_filter(found)
     found = found.drop(columns="order")
     found = _unique_labels(found)
     found = _ordered(found).reset_index(drop=True)
@@ -69,50 +70,9 @@ def collect(profile: str) -> pd.DataFrame:
     return found
 
 
-LEFT_OUT_COLUMNS = ["label", "stage", "tag", "dir", "reason"]
-
-
 def left_out(found: pd.DataFrame) -> pd.DataFrame:
     """The runs :func:`collect` left out (``label, stage, tag, dir, reason``)."""
-    return found.attrs.get("left_out", pd.DataFrame(columns=LEFT_OUT_COLUMNS))
-
-
-def lineage_filter(found: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split collected runs into those of the reference lineage and those left out, with why.
-
-    The reference is the most recently finished teacher run (else the latest run) and the manifest
-    it read. A run whose manifest differs is left out (its test clips or labels may differ); a
-    distilled or pruned run that descends from another teacher is left out (it learned another
-    teacher's labels). Labeled-only students need only the same manifest."""
-    if found.empty:
-        return found, pd.DataFrame(columns=LEFT_OUT_COLUMNS)
-    lineages = {i: runs.lineage(r["dir"]) for i, r in found.iterrows()}
-    teachers = found[found["kind"] == "teacher"]
-    order = "order" if "order" in found.columns else "finished"  # registry order: the last one finished
-    ref_row = (teachers if len(teachers) else found).sort_values(order, kind="stable").iloc[-1]
-    ref = lineages[ref_row.name]
-    ref_manifest = ref.get("01_merge_datasets", set())
-    ref_teacher = ref.get("02_teacher", set())
-    keep, dropped = [], []
-    for i, r in found.iterrows():
-        lin = lineages[i]
-        reason = ""
-        if lin.get("01_merge_datasets", set()) != ref_manifest:
-            reason = (f"read manifest {_names(lin.get('01_merge_datasets'))}, not {_names(ref_manifest)} "
-                      f"(the manifest of {ref_row['label']})")
-        elif r["kind"] in ("distilled", "pruned") and ref_teacher and lin.get("02_teacher", set()) != ref_teacher:
-            reason = (f"descends from teacher run {_names(lin.get('02_teacher'))}, not the reference "
-                      f"teacher {_names(ref_teacher)}")
-        if reason:
-            dropped.append({"label": r["label"], "stage": r["stage"], "tag": r["tag"],
-                            "dir": paths.portable(r["dir"]), "reason": reason})
-        else:
-            keep.append(i)
-    return found.loc[keep], pd.DataFrame(dropped, columns=LEFT_OUT_COLUMNS)
-
-
-def _names(folders: set[str] | None) -> str:
-    return " + ".join(sorted(folders)) if folders else "none"
+    return found.attrs.get("left_out", pd.DataFrame(columns=comparisons.LEFT_OUT_COLUMNS))
 
 
 def _run_row(row: dict) -> dict:
