@@ -294,3 +294,19 @@ def test_an_input_that_changes_after_start_is_refused(outputs):
     _finish(runs.start("01_merge_datasets", {"profile": "smoke", "seed": 1}, tag=("seed",)), model_file=False)
     with pytest.raises(ValueError, match="identity was fixed with 01_merge_datasets run"):
         first.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+
+
+def test_demo_sweep_makes_every_student_row_the_readme_reports():
+    from sqa.pipeline import profiles
+
+    runs_04 = profiles.sweep("demo", "04_distill")
+    count = {}
+    for r in runs_04:
+        count[(r["size"], r["mode"])] = count.get((r["size"], r["mode"]), 0) + 1
+        notebooks.validate("04_distill", {n: notebooks.parse_cli_value(notebooks.declared("04_distill")[n], v)
+                                          for n, v in r.items()})
+    for size in ("50k", "250k", "1M"):
+        assert count[(size, "distill")] == 3 and count[(size, "labeled-only")] == 3
+    assert count[("2M", "distill")] >= 1
+    assert {r["lr"] for r in runs_04 if r["size"] == "2M"} == {profiles.DEMO_STUDENT_LR["2M"]}
+    assert {r["size"] for r in profiles.sweep("demo", "05_prune")} >= {"1M", "250k"}

@@ -508,11 +508,15 @@ def throughput_table(found: pd.DataFrame, baseline_names: Sequence[str] = NAMES,
 # ---------------------------------------------------------------- outputs
 
 
-def write_tables(run: runs.Run, results: Mapping[str, pd.DataFrame] | None = None,
+def write_tables(run: runs.Run, results: Mapping[str, pd.DataFrame] | None = None, notes: str = "",
                  **tables: pd.DataFrame) -> list[Path]:
     """Write each results table (``results_<metric>``) and each other table as CSV (all numbers)
-    and Markdown (for reading; scores with their CIs), atomically. Returns the files."""
+    and Markdown (for reading; scores with their CIs), atomically, and ``notes`` (what the labels
+    are, what the CIs are) as ``notes.md``: small text files meant to be committed
+    (``python -m bench.readme_tables --publish``). Returns the files."""
     out = []
+    if notes:
+        out.append(atomic.write_text(run.path("notes.md"), notes.strip() + "\n"))
     named = {f"results_{m}": t for m, t in (results or {}).items()} | tables
     for name, table in named.items():
         csv = _portable_dirs(table)
