@@ -310,3 +310,20 @@ def test_demo_sweep_makes_every_student_row_the_readme_reports():
     assert count[("2M", "distill")] >= 1
     assert {r["lr"] for r in runs_04 if r["size"] == "2M"} == {profiles.DEMO_STUDENT_LR["2M"]}
     assert {r["size"] for r in profiles.sweep("demo", "05_prune")} >= {"1M", "250k"}
+
+
+def test_sqa_score_says_what_a_demo_model_learned(tmp_path):
+    from sqa import score
+
+    ckpt = tmp_path / "run" / "model.safetensors"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    assert score.training_note(str(ckpt)) == ""  # no params.json: nothing known
+    (ckpt.parent / "params.json").write_text(json.dumps({"profile": "demo"}))
+    note = score.training_note(str(ckpt))
+    assert "PESQ-WB of synthetic speech" in note and "not listeners' opinion" in note
+    summary = {"model": "m", "n_params": 1, "n_scored": 0, "n_files": 0, "n_failed": 0, "seconds": 0.0,
+               "audio_seconds": 0.0, "x_realtime": 0.0, "note": note}
+    assert f"note: {note}" in score.report(summary, [])
+    (ckpt.parent / "params.json").write_text(json.dumps({"profile": "paper"}))
+    assert score.training_note(str(ckpt)) == "" and score.training_note("baseline distillmos") == ""
