@@ -171,7 +171,12 @@ def score_vs_params(table: pd.DataFrame, column: str = "weighted", note: str = "
             ax.annotate(f"{r['label']} ({format_count(r['params'])})", (r["params"], r[column]),
                         textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
     ax.set_xscale("log")
-    ax.margins(x=0.12)
+    counts = table["params"].to_numpy(dtype=float)
+    counts = counts[np.isfinite(counts) & (counts > 0)]
+    if counts.size:  # from the counts, not the points: every score may be undefined (NaN)
+        ax.set_xlim(counts.min() / 2, counts.max() * 2)
+    if not np.isfinite(table[column].to_numpy(dtype=float)).any():
+        ax.text(0.5, 0.5, "no model has a defined score", transform=ax.transAxes, ha="center")
     ax.set_xlabel("parameters")
     mean = "clip-weighted mean" if column == "weighted" else column
     ax.set_ylabel(f"{_metric_name(table)} ({mean} over test corpora)")
