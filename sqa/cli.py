@@ -19,14 +19,18 @@ def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
     """Execute one notebook with ``-p`` pairs checked against its parameters cell; the executed
     notebook is kept in the run folder (also when it failed). Returns the run folder.
 
-    Unless ``quiet``, the stage's own progress (its text bars and prints) streams to the terminal
-    while it runs, between a start line and a line with the stage's wall time."""
+    Every parameter, the profile included, is checked against its declared type and allowed
+    values (:func:`sqa.pipeline.notebooks.validate`) before the first cell runs; a name given
+    twice is an error. Unless ``quiet``, the stage's own progress (its text bars and prints)
+    streams to the terminal while it runs, between a start line and a line with its wall time."""
     import papermill
 
     stage = notebooks.path(stage).stem
     declared = notebooks.declared(stage)
+    notebooks.check_repeats([n for n, _ in pairs])
     notebooks.check_names(stage, [n for n, _ in pairs], declared)
     params = {n: notebooks.parse_cli_value(declared[n], v) for n, v in pairs}
+    notebooks.validate(stage, params, declared)
     timer = timer or progress.StageTimer()
     streams = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}
     detail = " ".join(f"{k}={v}" for k, v in pairs)

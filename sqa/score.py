@@ -298,6 +298,25 @@ def write_csv(rows: Sequence[Row], path: Path | str) -> Path:
     return atomic.write_text(path, csv_text(rows))
 
 
+def training_note(source: str) -> str:
+    """What a model trained by a run of this repo learned, from the run's ``params.json`` beside its
+    checkpoint: demo and smoke runs learned PESQ-WB of synthetic speech ("" when unknown or paper)."""
+    import json
+
+    if not Path(str(source)).is_file():  # a baseline
+        return ""
+    params = Path(str(source)).parent / "params.json"
+    try:
+        profile = json.loads(params.read_text()).get("profile")
+    except (OSError, ValueError):
+        return ""
+    if profile not in paths.PROFILES:
+        return ""
+    from sqa.analysis.comparisons import label_note
+
+    return label_note(profile)
+
+
 def report(summary: dict, rows: Sequence[Row]) -> str:
     """Human-readable summary and the failed files with their reasons."""
     s = summary
@@ -307,6 +326,8 @@ def report(summary: dict, rows: Sequence[Row]) -> str:
         lines.append(f"MOS mean {s['mos_mean']:.3f}, std {s['mos_std']:.3f}")
     lines.append(f"{s['seconds']:.1f} s (reading + scoring) for {s['audio_seconds']:.1f} s of audio "
                  f"({s['x_realtime']:.1f}x real time)")
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
     failed = [r for r in rows if not r.ok]
     if failed:
         lines.append("failed:")
@@ -334,7 +355,8 @@ def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = Non
     resolved = resolve_model(model, profile, device)
     t0 = time.perf_counter()
     rows = score_items(items, resolved, batch_size, progress)
-    summary = {**summarize(rows, time.perf_counter() - t0), "model": resolved.name, "n_params": resolved.n_params}
+    summary = {**summarize(rows, time.perf_counter() - t0), "model": resolved.name, "n_params": resolved.n_params,
+               "note": training_note(resolved.source)}
     if out is not None:
         write_csv(rows, out)
     return rows, summary

@@ -247,3 +247,51 @@ def test_baseline_predictions_are_scored_once_and_cached(outputs, tmp_path, monk
     assert len(combined) == 2 * len(test)
     with pytest.raises(ValueError, match="other clips"):
         tables.combine(first, first.iloc[1:].assign(label="short"))
+
+
+def _seed_preds(n_src: int = 30, per: int = 4) -> pd.DataFrame:
+    """Test predictions of 3 distilled and 3 labeled-only seeds at 50k and a pruned 50k: the
+    distilled ones clearly better; clips share sources."""
+    rng = np.random.default_rng(0)
+    src = np.repeat(np.arange(n_src), per)
+    mos = rng.uniform(1, 5, src.size)
+    clips = pd.DataFrame({"utt_id": [f"c/{i}" for i in range(src.size)], "corpus": "c", "sys_id": "s",
+                          "source_id": [f"s{s}" for s in src], "mos": mos})
+    frames = []
+    for kind, noise, seeds in (("distilled", 0.3, 3), ("labeled-only", 1.2, 3), ("pruned", 0.3, 1)):
+        for seed in range(seeds):
+            frames.append(clips.assign(label=f"{kind} 50k [seed-{seed}]", kind=kind, size="50k", params=50_000,
+                                       pred=mos + rng.normal(0, noise, src.size)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_seeds_summary_and_paired_comparisons():
+    from sqa.analysis import comparisons
+
+    preds = _seed_preds()
+    table = tables.results_table(preds, n_boot=200)
+    summary = comparisons.seed_summary(table)
+    seeds = summary.set_index("kind")
+    assert seeds.loc["distilled", "n_runs"] == 3 and seeds.loc["distilled", "sd"] > 0
+    assert np.isnan(seeds.loc["pruned", "sd"])
+    readable = comparisons.format_seeds(summary).set_index("kind")["pcc"]
+    assert " ± " in readable["distilled"] and readable["distilled"].endswith("(n=3)")
+    paired = comparisons.paired_comparisons(preds, n_boot=300)
+    dist = paired[paired["b"].str.startswith("labeled-only")]
+    assert len(dist) == 3 and (dist["lo"] > 0).all() and dist["verdict"].str.endswith("better").all()
+    assert dist["a"].tolist() == [f"distilled 50k [seed-{s}]" for s in range(3)]  # paired seed with seed
+    pruned = paired[paired["a"].str.startswith("pruned")]
+    assert len(pruned) == 1 and pruned["b"].iloc[0] == "distilled 50k [seed-0]"
+    fig = figures.score_vs_params(table, note=comparisons.SYNTHETIC_NOTE)
+    text = " ".join(t.get_text() for t in fig.texts)
+    assert "95 % bootstrap CI" in text and "PESQ-WB" in text
+
+
+def test_with_sources_needs_every_clip_in_the_manifest():
+    from sqa.analysis import comparisons
+
+    preds = _seed_preds().drop(columns="source_id")
+    clips = _seed_preds().drop_duplicates("utt_id")[["utt_id", "source_id"]]
+    assert comparisons.with_sources(preds, clips)["source_id"].notna().all()
+    with pytest.raises(ValueError, match="not in the manifest"):
+        comparisons.with_sources(preds, clips.iloc[1:])

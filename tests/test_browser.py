@@ -2,14 +2,13 @@
 
 Needs Debian's Chromium (``apt-get install -y chromium``) and the ``playwright`` package (its
 driver only; no browser download: Playwright launches ``/usr/bin/chromium``). Skipped, with that
-reason, only when Chromium is absent. The screenshots are kept in the test's folder and copied to
-``outputs/browser/`` (``listen_widget.png``, ``compare_widget.png``).
+reason, only when Chromium is absent. The screenshots (``listen_widget.png``, ``compare_widget.png``)
+stay in the test's own temporary folder; the test writes nothing into ``outputs/``.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import pytest
 from browser.lab import jupyterlab
 from browser.tiny_corpus import make_corpus
 
-from sqa import paths
 from sqa.listen import ratings_store
 
 pytestmark = pytest.mark.slow
@@ -124,8 +122,5 @@ def test_listening_widget_renders_and_rates_in_jupyterlab(tmp_path):
     assert len(votes) == 1 and votes["rating"].iloc[0] == 4 and votes["listener"].iloc[0] == LISTENER
     broken = [m for m in console if "Failed to load model class" in m or "Error displaying widget" in m]
     assert not broken, broken
-    keep = paths.outputs_root() / "browser"
-    keep.mkdir(parents=True, exist_ok=True)
-    for png in (shot, compare_shot):
+    for png in (shot, compare_shot):  # kept in the test's own tmp folder, never in outputs/
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
-        shutil.copyfile(png, keep / png.name)

@@ -57,12 +57,20 @@ def test_interrupted_build_resumes_to_byte_identical_files(smoke_corpus, tmp_pat
     data, _ = smoke_corpus
     other = tmp_path / "data"
     code = f"from sqa.synth import demo_corpus; demo_corpus.build({str(other)!r}, 'smoke', seed=0, progress=False)"
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(other.glob("demo-*/wav/*.json"))) < 5:
+    while len(list(other.glob("demo-*/wav/*.json"))) < 5:
+        if proc.poll() is not None:
+            pytest.fail(f"the build ended (exit {proc.returncode}) before it was killed: "
+                        f"{proc.stderr.read().decode()[-2000:]}")
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail("the build wrote no clip within 300 s: nothing to interrupt")
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, f"the build exited with {proc.returncode}, not by the kill"
+    proc.stderr.close()
     assert not (other / "build_report.json").exists(), "killed too late to test resuming"
     demo_corpus.build(other, "smoke", seed=0, progress=False)
     assert not list(other.rglob("*.tmp*"))

@@ -211,3 +211,62 @@ def test_gap_closed() -> None:
     assert metrics.gap_closed(0.70, 0.72, 0.80) == pytest.approx(-0.25)
     assert math.isnan(metrics.gap_closed(0.8, 0.7, 0.7))
     assert math.isnan(metrics.gap_closed(float("nan"), 0.7, 0.8))
+
+
+@pytest.mark.parametrize("metric", metrics.METRICS)
+def test_weighted_resamples_equal_the_metric_of_repeated_clips(metric: str) -> None:
+    rng = np.random.default_rng(9)
+    x = np.round(rng.uniform(1, 5, 30), 0)
+    y = np.round(x + rng.normal(0, 1, 30), 1)
+    w = rng.integers(0, 4, size=(20, 30)).astype(float)  # multiplicities, as a cluster draw gives
+    got = metrics._weighted_rows(metric, x, y, w)
+    expected = [metrics.scores(np.repeat(x, r.astype(int)), np.repeat(y, r.astype(int)))[metric] for r in w]
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def _sources_frame(n_sources: int = 40, per_source: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Clips that share a source share most of their prediction error (as degraded versions of
+    one utterance do): clips are not independent, sources are."""
+    rng = np.random.default_rng(seed)
+    src = np.repeat(np.arange(n_sources), per_source)
+    mos = rng.uniform(1, 5, src.size)
+    pred = mos + rng.normal(0, 1.0, n_sources)[src] + rng.normal(0, 0.1, src.size)
+    return pd.DataFrame({"utt_id": [f"u{i}" for i in range(src.size)], "corpus": "c", "sys_id": "",
+                         "source_id": [f"s{s}" for s in src], "mos": mos, "pred": pred})
+
+
+def test_bootstrap_resamples_whole_sources_so_shared_errors_widen_the_ci() -> None:
+    df = _sources_frame().assign(sys_id=lambda d: d["utt_id"])  # no systems: sys_id is each clip's own
+    by_source = metrics.bootstrap_ci(df, n_boot=1000, seed=1)
+    by_clip = metrics.bootstrap_ci(df, n_boot=1000, seed=1, clusters=())
+    assert by_source["per_corpus"]["resampled"].iloc[0] == "source_id"
+    assert by_clip["per_corpus"]["resampled"].iloc[0] == "clips"
+    width = {k: v["weighted"]["hi"] - v["weighted"]["lo"] for k, v in (("src", by_source), ("clip", by_clip))}
+    assert width["src"] > 1.5 * width["clip"]
+    # the right width: the spread of the estimate over independent replications of the experiment
+    reps = [metrics.scores(d["mos"], d["pred"])["pcc"] for d in (_sources_frame(seed=s) for s in range(1, 200))]
+    assert 0.6 < width["src"] / (np.quantile(reps, 0.975) - np.quantile(reps, 0.025)) < 1.5
+
+
+def test_systems_and_sources_are_resampled_together() -> None:
+    df = _sources_frame(seed=3).assign(sys_id=lambda d: [f"sys{i % 5}" for i in range(len(d))])
+    ci = metrics.bootstrap_ci(df, n_boot=200, seed=0)
+    assert ci["per_corpus"]["resampled"].iloc[0] == "source_id+sys_id"
+    w = metrics._resample_weights(df, 50, np.random.default_rng(0), metrics.CLUSTERS)
+    assert w.shape == (50, len(df)) and (w.sum(axis=1) > 0).all()
+
+
+def test_paired_difference_ci() -> None:
+    df = _sources_frame(seed=4)
+    rng = np.random.default_rng(5)
+    df["same"] = df["pred"]
+    df["worse"] = df["pred"] + rng.normal(0, 1.5, len(df))
+    same = metrics.paired_bootstrap_diff(df, "pred", "same", n_boot=300)
+    assert same["weighted"] == {"estimate": 0.0, "lo": 0.0, "hi": 0.0}
+    diff = metrics.paired_bootstrap_diff(df, "pred", "worse", n_boot=1000)
+    expected = metrics.scores(df["mos"], df["pred"])["pcc"] - metrics.scores(df["mos"], df["worse"])["pcc"]
+    assert diff["weighted"]["estimate"] == pytest.approx(expected)
+    assert 0 < diff["weighted"]["lo"] < expected < diff["weighted"]["hi"]  # a real difference: CI excludes 0
+    # pairing: the CI of the difference is narrower than either model's own CI
+    own = metrics.bootstrap_ci(df, n_boot=1000)["weighted"]
+    assert diff["weighted"]["hi"] - diff["weighted"]["lo"] < own["hi"] - own["lo"]

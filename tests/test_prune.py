@@ -246,7 +246,7 @@ def test_units_figure_and_stage_settings():
     assert (table["share"] == 1.0).all()
     fig = pruner.units_figure(table, "unpruned")
     assert len(fig.axes) == table.groupby(["part", "kind"]).ngroups
-    s = pruner.settings("smoke", {"profile": "smoke", "size": "", "steps": 0, "seed": 0})
+    s = pruner.settings("smoke", {"profile": "smoke", "size": None, "steps": None, "seed": 0})
     assert s["size"] == "50%" and s["steps"] == profiles.STAGE_DEFAULTS["05_prune"]["smoke"]["steps"] and s["seed"] == 0
     assert pruner.settings("demo", {"size": "2M"})["size"] == "2M"
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -171,3 +172,202 @@ def test_text_bars_only_when_the_cli_asks(monkeypatch):
         progress.text_bars_if_requested()
         assert tqdm.auto.tqdm is tqdm.std.tqdm
     assert progress.ENV not in os.environ and "TQDM_MININTERVAL" not in os.environ
+# ---------------------------------------------------------------- profile default and validation
+
+
+def test_zero_reaches_the_code_for_a_parameter_whose_profile_default_is_not_zero(outputs):
+    from sqa.training.pruning import pruner
+
+    assert profiles_default("05_prune", "smoke", "finetune_epochs") != 0
+    run = runs.start("05_prune", {"profile": "smoke", "finetune_epochs": 0, "steps": None})
+    assert run.resolved["finetune_epochs"] == 0
+    assert run.resolved["steps"] == profiles_default("05_prune", "smoke", "steps")
+    assert pruner.settings("smoke", run.resolved)["finetune_epochs"] == 0
+    declared = notebooks.declared("05_prune")
+    assert notebooks.parse_cli_value(declared["finetune_epochs"], "0") == 0
+    assert notebooks.parse_cli_value(declared["finetune_epochs"], "default") is None
+    with pytest.raises(ParameterError, match="'seed' must be int, cannot read 'default'"):
+        notebooks.parse_cli_value(declared["seed"], "default")
+    with pytest.raises(ParameterError, match="'seed' has no profile default"):
+        notebooks.check_value("05_prune", declared["seed"], None)
+
+
+def profiles_default(stage: str, profile: str, name: str):
+    from sqa.pipeline import profiles
+
+    return profiles.STAGE_DEFAULTS[stage][profile][name]
+
+
+def test_sqa_run_passes_a_zero_to_the_notebook(monkeypatch):
+    import papermill
+
+    from sqa import cli
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda nb, out, parameters, **kw: seen.update(parameters))
+    cli.run_stage("05", [("profile", "smoke"), ("finetune_epochs", "0"), ("steps", "default")], quiet=True)
+    assert seen == {"profile": "smoke", "finetune_epochs": 0, "steps": None}
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ([("profile", "foo")], "'profile'='foo' must be one of 'smoke', 'demo', 'paper'"),
+    ([("seed", "1"), ("seed", "2")], "parameter 'seed' given more than once"),
+    ([("dev_frac", "1.5")], r"'dev_frac'=1.5 must lie in \[0, 1\)"),
+    ([("dev_frac", "-1"), ("profile", "prod")], "'profile'='prod' must be one of .*'dev_frac'=-1.0 must lie"),
+])
+def test_sqa_run_checks_every_parameter_before_the_first_cell(monkeypatch, capsys, pairs, message):
+    import papermill
+
+    from sqa import cli
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **kw: pytest.fail("the notebook started"))
+    argv = ["run", "01"] + [x for pair in pairs for x in ("-p", *pair)]
+    assert cli.main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("stage, name, bad", [
+    ("04_distill", "mode", "distil"), ("04_distill", "size", "big"), ("04_distill", "labeled_mix", 1.0),
+    ("05_prune", "method", "l1"), ("06_analysis", "baselines", ["pesq"]), ("07_listen", "split", "val"),
+    ("02_teacher", "lr", 0.0), ("06_analysis", "n_boot", 0),
+])
+def test_allowed_values_are_declared_once_and_checked(stage, name, bad):
+    with pytest.raises(ParameterError, match=f"'{name}'"):
+        notebooks.validate(stage, {name: bad})
+
+
+def test_every_rule_names_a_declared_parameter():
+    for stage, rules in notebooks.RULES.items():
+        if stage != "*":
+            assert set(rules) <= set(notebooks.declared(stage)), stage
+    for stage in notebooks.stages():
+        notebooks.validate(stage, {})  # every notebook's defaults are allowed
+
+
+# ---------------------------------------------------------------- identity and lineage
+
+
+def _finish(run, model_file: bool = True) -> None:
+    """Finish a run as its notebook would, with the files stage 06 reads."""
+    if model_file:
+        (run.dir / "model.safetensors").write_bytes(b"")
+        run.path("predictions.csv").write_text("utt_id,corpus,sys_id,mos,pred,split\n")
+    run.finish({"params": 1000})
+
+
+def _chain(teacher_seed: int) -> tuple[runs.Run, runs.Run]:
+    """A stage-02 teacher (of the latest manifest) and stage-03 pseudo-labels from it."""
+    teacher = runs.start("02_teacher", {"profile": "smoke", "seed": teacher_seed}, tag=("teacher", "seed"))
+    teacher.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    _finish(teacher)
+    pseudo = runs.start("03_pseudo_labels", {"profile": "smoke"}, tag=("pool", "seed"))
+    pseudo.use_input("teacher", teacher.dir)
+    pseudo.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    _finish(pseudo, model_file=False)
+    return teacher, pseudo
+
+
+def _student(mode: str = "distill") -> runs.Run:
+    run = runs.start("04_distill", {"profile": "smoke", "size": "50k", "mode": mode},
+                     tag=("size", "mode", "labeled_mix", "seed"))
+    pseudo = runs.resolve_input("smoke", "03_pseudo_labels", "")
+    run.use_input("pseudo_labels", pseudo)
+    run.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+    return run
+
+
+def test_rerunning_04_after_a_new_teacher_and_pool_does_not_return_the_old_student(outputs, capsys):
+    import torch
+
+    from sqa.analysis import tables
+    from sqa.training import train_state
+
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+    old = _student()
+    train_state.save_state(old.path("training", train_state.STATE_FILE), {"model": {"w": torch.zeros(1)}})
+    _finish(old)
+    again = _student()  # same parameters, same inputs: the same run, re-entered (and resumable)
+    assert again.dir == old.dir and again.identity == old.identity
+    assert train_state.load_state(again.dir / "training") is not None
+
+    new_teacher, new_pseudo = _chain(teacher_seed=1)  # the 03 run that 04 used is replaced
+    assert new_pseudo.dir.name.startswith("pool-unlabeled_seed-0_id-")
+    new = _student()
+    assert new.dir != old.dir and not (new.dir / "model.safetensors").exists()
+    assert "input pseudo_run" in capsys.readouterr().err
+    assert json.loads((new.dir / "params.json").read_text())["identity_record"]["inputs"]["pseudo_run"] \
+        == new_pseudo.identity
+    # the old training state copied into the new run is not resumed: it belongs to another identity
+    (new.dir / "training").mkdir()
+    (new.dir / "training" / train_state.STATE_FILE).write_bytes(
+        (old.dir / "training" / train_state.STATE_FILE).read_bytes())
+    with pytest.raises(ValueError, match="saved by run identity .* not resuming it"):
+        train_state.load_state(new.dir / "training")
+
+    # 06 before the new student finished: the old one descends from the replaced teacher, left out
+    found = tables.collect("smoke")
+    assert set(found["kind"]) == {"teacher"}  # both teachers read the same manifest: both are rows
+    dropped = tables.left_out(found)
+    reasons = dict(zip(dropped["stage"], dropped["reason"]))
+    assert "descends from teacher run" in reasons["04_distill"] and "teacher seed-0" not in reasons["04_distill"]
+    assert set(dropped["stage"]) == {"04_distill"}
+    _finish(new)
+    found = tables.collect("smoke")
+    assert new.dir in set(found["dir"]) and old.dir not in set(found["dir"]) and tables.left_out(found).empty
+
+
+def test_collect_leaves_out_runs_of_another_manifest(outputs):
+    from sqa.analysis import tables
+
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+    _finish(_student("labeled-only"))
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke", "seed": 5}, tag=("seed",)), model_file=False)
+    teacher, _ = _chain(teacher_seed=2)
+    found = tables.collect("smoke")
+    assert list(found["dir"]) == [teacher.dir]
+    dropped = tables.left_out(found)
+    assert sorted(dropped["stage"]) == ["02_teacher", "04_distill"]
+    assert all("read manifest" in r for r in dropped["reason"])
+
+
+def test_an_input_that_changes_after_start_is_refused(outputs):
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    first = runs.start("02_teacher", {"profile": "smoke"}, tag=("teacher", "seed"))
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke", "seed": 1}, tag=("seed",)), model_file=False)
+    with pytest.raises(ValueError, match="identity was fixed with 01_merge_datasets run"):
+        first.use_input("manifest", runs.latest("smoke", "01_merge_datasets"))
+
+
+def test_demo_sweep_makes_every_student_row_the_readme_reports():
+    from sqa.pipeline import profiles
+
+    runs_04 = profiles.sweep("demo", "04_distill")
+    count = {}
+    for r in runs_04:
+        count[(r["size"], r["mode"])] = count.get((r["size"], r["mode"]), 0) + 1
+        notebooks.validate("04_distill", {n: notebooks.parse_cli_value(notebooks.declared("04_distill")[n], v)
+                                          for n, v in r.items()})
+    for size in ("50k", "250k", "1M"):
+        assert count[(size, "distill")] == 3 and count[(size, "labeled-only")] == 3
+    assert count[("2M", "distill")] >= 1
+    assert {r["lr"] for r in runs_04 if r["size"] == "2M"} == {profiles.DEMO_STUDENT_LR["2M"]}
+    assert {r["size"] for r in profiles.sweep("demo", "05_prune")} >= {"1M", "250k"}
+
+
+def test_sqa_score_says_what_a_demo_model_learned(tmp_path):
+    from sqa import score
+
+    ckpt = tmp_path / "run" / "model.safetensors"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    assert score.training_note(str(ckpt)) == ""  # no params.json: nothing known
+    (ckpt.parent / "params.json").write_text(json.dumps({"profile": "demo"}))
+    note = score.training_note(str(ckpt))
+    assert "PESQ-WB of synthetic speech" in note and "not listeners' opinion" in note
+    summary = {"model": "m", "n_params": 1, "n_scored": 0, "n_files": 0, "n_failed": 0, "seconds": 0.0,
+               "audio_seconds": 0.0, "x_realtime": 0.0, "note": note}
+    assert f"note: {note}" in score.report(summary, [])
+    (ckpt.parent / "params.json").write_text(json.dumps({"profile": "paper"}))
+    assert score.training_note(str(ckpt)) == "" and score.training_note("baseline distillmos") == ""

@@ -94,13 +94,7 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train far faster on one thread (no OpenMP contention on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models train far faster on one thread
 
 
 def _env() -> dict[str, str]:

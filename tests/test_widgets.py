@@ -80,7 +80,7 @@ def test_playing_gives_valid_normalised_wav_bytes_at_a_browser_rate(corpus, tmp_
     for _ in range(len(t.playlist)):
         x, sr = decode(t.view.audio.value)
         heard[t.current.utt_id] = (x, sr)
-        assert t.view.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+        assert t.view.image.value == b"" and t.view.info.value == ""  # blind ACR: audio only
         t.rate(4)
     assert set(heard) == set(t.filter.frame()["utt_id"])
     x, sr = heard["toy/toy-001"]  # stored at 96 kHz
@@ -191,6 +191,9 @@ def test_hidden_references_are_mixed_in_and_not_revealed(corpus, tmp_path):
     t2 = start_test(corpus, tmp_path / "second", "bo", references=True)
     t2.show_info.value = True
     assert t2.current.utt_id in t2.view.title.value
+    assert t2.view.image.value[:8] == b"\x89PNG\r\n\x1a\n" and t2.view.image.layout.display is None
+    t2.show_info.value = False
+    assert t2.view.image.value == b"" and t2.view.image.layout.display == "none"
 
 
 def test_a_restarted_session_leaves_out_what_the_listener_rated(corpus, tmp_path):

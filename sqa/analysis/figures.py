@@ -139,18 +139,28 @@ def _yerr(rows: pd.DataFrame, col: str) -> np.ndarray:
     return np.clip(np.stack([lo, hi]), 0.0, None)
 
 
-def score_vs_params(table: pd.DataFrame, column: str = "weighted"):
-    """Score (``column``: the clip-weighted mean by default, with its 95 % CI) against parameter
-    count (log axis): one line per kind of scaled model, the teacher and each baseline labelled."""
+#: what the error bars of the stage-06 figures are
+ERROR_BARS = "error bars: 95 % bootstrap CI (whole source utterances and systems resampled)"
+
+
+def score_vs_params(table: pd.DataFrame, column: str = "weighted", note: str = ""):
+    """Score (``column``: the clip-weighted mean by default) against parameter count (log axis):
+    per kind of scaled model, a line through the mean over its runs (seeds) at each size, each run
+    a faint dot (the seeds' spread), the error bar of a size with one run its 95 % CI and of a size
+    with several runs their min-max range; the teacher and each baseline labelled. ``note`` (e.g.
+    what the labels are) and what the error bars are stand under the axes."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for kind in CURVE_KINDS:
-        rows = table[table["kind"] == kind].sort_values("params")
+        rows = table[table["kind"] == kind]
         if rows.empty:
             continue
         color, marker = STYLE[kind]
-        ax.errorbar(rows["params"], rows[column], yerr=_yerr(rows, column), color=color, marker=marker,
-                    capsize=3, lw=1.5, label=kind)
+        ax.scatter(rows["params"], rows[column], color=color, alpha=0.35, s=14, marker=marker)
+        means = _per_size(rows, column)
+        ax.errorbar(means["params"], means["mean"], yerr=means[["below", "above"]].to_numpy().T, color=color,
+                    marker=marker, capsize=3, lw=1.5, label=f"{kind} (mean of {int(means['n'].max())} max. runs)"
+                    if means["n"].max() > 1 else kind)
     for kind, dashed in (("teacher", True), ("baseline", False)):
         color, marker = STYLE[kind]
         for _, r in table[table["kind"] == kind].iterrows():
@@ -161,14 +171,36 @@ def score_vs_params(table: pd.DataFrame, column: str = "weighted"):
             ax.annotate(f"{r['label']} ({format_count(r['params'])})", (r["params"], r[column]),
                         textcoords="offset points", xytext=(6, 4), fontsize=8, color=color)
     ax.set_xscale("log")
-    ax.margins(x=0.12)
+    counts = table["params"].to_numpy(dtype=float)
+    counts = counts[np.isfinite(counts) & (counts > 0)]
+    if counts.size:  # from the counts, not the points: every score may be undefined (NaN)
+        ax.set_xlim(counts.min() / 2, counts.max() * 2)
+    if not np.isfinite(table[column].to_numpy(dtype=float)).any():
+        ax.text(0.5, 0.5, "no model has a defined score", transform=ax.transAxes, ha="center")
     ax.set_xlabel("parameters")
     mean = "clip-weighted mean" if column == "weighted" else column
     ax.set_ylabel(f"{_metric_name(table)} ({mean} over test corpora)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    caption = f"{ERROR_BARS}; sizes with several runs: dots = runs, bar = their range"
+    fig.text(0.01, 0.01, caption + (f"\n{note}" if note else ""), fontsize=7, va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.07 if note else 0.04, 1, 1))
     return fig
+
+
+def _per_size(rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per size of one kind: mean parameters and score, run count, and the error bar below/above
+    the mean (the CI for one run, the runs' range for several)."""
+    out = []
+    for _, g in rows.groupby("size", sort=False):
+        v = g[column].to_numpy(dtype=float)
+        m = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        if len(g) == 1:
+            below, above = _yerr(g, column)[:, 0]
+        else:
+            below, above = m - np.nanmin(v), np.nanmax(v) - m
+        out.append({"params": g["params"].mean(), "mean": m, "n": len(g), "below": below, "above": above})
+    return pd.DataFrame(out).sort_values("params")
 
 
 def score_vs_throughput(table: pd.DataFrame, speed: pd.DataFrame, column: str = "weighted"):

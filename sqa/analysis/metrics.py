@@ -9,7 +9,14 @@ Conventions
   no information), constant ``mos`` or constant ``pred`` (zero variance: the correlation is 0/0).
   RMSE is defined for any n >= 1.
 - Inputs must be finite: NaN MOS or predictions raise (nothing is dropped silently).
-- A predictions frame has the columns ``utt_id, corpus, sys_id, mos, pred`` (one row per clip).
+- A predictions frame has the columns ``utt_id, corpus, sys_id, mos, pred`` (one row per clip),
+  and ``source_id`` (the clean utterance a clip was made from) where the manifest has it.
+- Bootstrap CIs resample whole clusters, not clips: clips made from one source utterance (and,
+  where a corpus has systems, clips of one system) are not independent, so resampling clips
+  alone makes the CIs too narrow. With both, sources and systems are drawn independently and a
+  clip counts as often as the product of its source's and its system's draws (a two-way
+  cluster bootstrap). Every resample is a vector of per-clip multiplicities, so two models
+  scored on the same clips see exactly the same resamples (:func:`paired_bootstrap_diff`).
 """
 
 from __future__ import annotations
@@ -89,42 +96,83 @@ def _resample_ranks(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take_along_axis(average, codes, axis=1)
 
 
-def _kendall_rows(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b of each resample ``x[idx[b]], y[idx[b]]`` without a pair loop.
+def _boot_rows(metric: str, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``metric`` of each resample ``x[idx[b]], y[idx[b]]`` (idx: (B, n) indices into x and y)."""
+    return _weighted_rows(metric, x, y, _counts(idx, x.size).astype(float))
 
-    With c the multiplicities (B, n) of the original points in a resample and P[i, j] =
-    sign(x_i - x_j) sign(y_i - y_j), the resample's concordant-minus-discordant count is c' P c / 2;
-    its pairs tied in x are sum over distinct values of m (m - 1) / 2 (m: the value's count).
-    """
-    n = x.size
-    pairs = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
-    c = _counts(idx, n).astype(float)
-    s = np.einsum("bi,bi->b", c @ pairs, c) / 2
-    mx = _value_counts(x, idx)[1]
-    my = _value_counts(y, idx)[1]
-    tied_x = (mx * (mx - 1)).sum(axis=1) / 2
-    tied_y = (my * (my - 1)).sum(axis=1) / 2
-    n0 = n * (n - 1) / 2
-    denom = np.sqrt((n0 - tied_x) * (n0 - tied_y))
-    out = np.full(idx.shape[0], np.nan)
-    ok = denom > 0
-    out[ok] = np.clip(s[ok] / denom[ok], -1.0, 1.0)
+
+def _weighted_rows(metric: str, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``metric`` of each resample given as multiplicities ``w`` (B, n) of the n clips: the same as
+    the metric of the clips repeated that many times."""
+    if metric == "ktau":
+        if w.shape[1] <= KTAU_PAIR_MATRIX_MAX_N:
+            return _kendall_weighted(x, y, w)
+        reps = w.astype(int)
+        return np.array([_kendall_point(np.repeat(x, r), np.repeat(y, r)) for r in reps])
+    if metric == "srcc":
+        return _pearson_weighted(_weighted_ranks(x, w), _weighted_ranks(y, w), w)
+    if metric == "rmse":
+        total = w.sum(axis=1)
+        sq = (w * (y - x)[None] ** 2).sum(axis=1)
+        return np.sqrt(np.divide(sq, total, out=np.full(total.shape, np.nan), where=total > 0))
+    return _pearson_weighted(np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape), w)
+
+
+def _spread(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per row, max minus min of ``v`` over the clips drawn at least once."""
+    drawn = w > 0
+    return np.where(drawn, v, -np.inf).max(axis=1) - np.where(drawn, v, np.inf).min(axis=1)
+
+
+def _pearson_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson's r per row of (B, n) arrays weighted by ``w``; NaN where fewer than 3 clips were
+    drawn or x or y is constant among the drawn clips."""
+    total = w.sum(axis=1)
+    out = np.full(w.shape[0], np.nan)
+    if w.shape[1] == 0:
+        return out
+    ok = (total >= MIN_N) & (_spread(x, w) > 0) & (_spread(y, w) > 0)
+    if not ok.any():
+        return out
+    x, y, w, total = x[ok], y[ok], w[ok], total[ok]
+    xc = x - (w * x).sum(axis=1, keepdims=True) / total[:, None]
+    yc = y - (w * y).sum(axis=1, keepdims=True) / total[:, None]
+    r = (w * xc * yc).sum(axis=1) / np.sqrt((w * xc * xc).sum(axis=1) * (w * yc * yc).sum(axis=1))
+    out[ok] = np.clip(r, -1.0, 1.0)
     return out
 
 
-def _boot_rows(metric: str, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``metric`` of each resample ``x[idx[b]], y[idx[b]]`` (idx: (B, n) indices into x and y)."""
-    n = x.size
-    if metric == "ktau":
-        if n < MIN_N:
-            return np.full(idx.shape[0], np.nan)
-        if n <= KTAU_PAIR_MATRIX_MAX_N:
-            return _kendall_rows(x, y, idx)
-        return np.array([_kendall_point(x[i], y[i]) for i in idx])
-    if metric == "srcc":
-        return _pearson_rows(_resample_ranks(x, idx), _resample_ranks(y, idx))
-    fn = {"pcc": _pearson_rows, "rmse": _rmse_rows}[metric]
-    return fn(x[idx], y[idx])
+def _value_weights(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (n,) of the distinct values of ``x`` and, per resample, how often each was drawn (B, k)."""
+    values, codes = np.unique(x, return_inverse=True)
+    k = values.size
+    flat = (codes[None] + k * np.arange(w.shape[0])[:, None]).ravel()
+    m = np.bincount(flat, weights=w.ravel(), minlength=w.shape[0] * k).reshape(w.shape[0], k)
+    return codes, m
+
+
+def _weighted_ranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average rank (ties share their mean rank) of each clip within each resample: (B, n)."""
+    codes, m = _value_weights(x, w)
+    average = np.cumsum(m, axis=1) - m + (m + 1) / 2
+    return average[:, codes]
+
+
+def _kendall_weighted(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each resample without a pair loop: with P[i, j] = sign(x_i - x_j)
+    sign(y_i - y_j), the concordant-minus-discordant count is w' P w / 2; pairs tied in x are
+    the sum over distinct values of m (m - 1) / 2 (m: how often the value was drawn)."""
+    pairs = np.sign(x[:, None] - x[None, :]) * np.sign(y[:, None] - y[None, :])
+    s = np.einsum("bi,bi->b", w @ pairs, w) / 2
+    mx = _value_weights(x, w)[1]
+    my = _value_weights(y, w)[1]
+    total = w.sum(axis=1)
+    n0 = total * (total - 1) / 2
+    denom = np.sqrt((n0 - (mx * (mx - 1)).sum(axis=1) / 2) * (n0 - (my * (my - 1)).sum(axis=1) / 2))
+    out = np.full(w.shape[0], np.nan)
+    ok = (denom > 0) & (total >= MIN_N)
+    out[ok] = np.clip(s[ok] / denom[ok], -1.0, 1.0)
+    return out
 
 
 def scores(mos: Any, pred: Any) -> dict[str, Any]:
@@ -251,6 +299,56 @@ def _mean_boots(boots: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.divide(sums, total, out=np.full(total.shape, np.nan), where=total > 0)
 
 
+#: what a bootstrap resamples by default: whole source utterances and whole systems
+CLUSTERS = ("source_id", "sys_id")
+
+
+def cluster_columns(g: pd.DataFrame, clusters: Sequence[str]) -> list[str]:
+    """The ``clusters`` columns that group the clips of ``g`` (present, no missing value, and fewer
+    distinct values than clips: a ``sys_id`` that is each clip's own id is no grouping)."""
+    return [c for c in clusters if c in g.columns and g[c].notna().all() and g[c].nunique() < len(g)]
+
+
+def _resample_weights(g: pd.DataFrame, n_boot: int, rng: np.random.Generator,
+                      clusters: Sequence[str]) -> np.ndarray:
+    """Per resample, how often each clip of ``g`` is drawn (n_boot, n): clips with replacement, or
+    the product of independent draws of each cluster column (sources, systems)."""
+    n = len(g)
+    cols = cluster_columns(g, clusters)
+    if not cols:
+        return _counts(rng.integers(0, n, size=(n_boot, n)), n).astype(float)
+    w = np.ones((n_boot, n))
+    for col in cols:
+        codes, uniques = pd.factorize(g[col], sort=True)
+        k = len(uniques)
+        draws = _counts(rng.integers(0, k, size=(n_boot, k)), k)
+        w *= draws[:, codes]
+    return w
+
+
+def _group_boots(metric: str, g: pd.DataFrame, preds: Sequence[str], n_boot: int, rng: np.random.Generator,
+                 clusters: Sequence[str], mos_col: str) -> list[np.ndarray]:
+    """The bootstrap distribution of ``metric`` for each prediction column, on the same resamples."""
+    x = g[mos_col].to_numpy(dtype=float)
+    block = max(1, _BOOT_BLOCK_VALUES // max(1, x.size))
+    parts: list[list[np.ndarray]] = [[] for _ in preds]
+    for start in range(0, n_boot, block):
+        w = _resample_weights(g, min(block, n_boot - start), rng, clusters)
+        for i, col in enumerate(preds):
+            parts[i].append(_weighted_rows(metric, x, g[col].to_numpy(dtype=float), w))
+    return [np.concatenate(p) for p in parts]
+
+
+def _check_args(metric: str, n_boot: Any, alpha: float) -> int:
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {METRICS}")
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot={n_boot!r} must be a positive integer")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    return int(n_boot)
+
+
 def bootstrap_ci(
     df: pd.DataFrame,
     metric: str = "pcc",
@@ -260,54 +358,91 @@ def bootstrap_ci(
     by: str = "corpus",
     pred_col: str = "pred",
     mos_col: str = "mos",
+    clusters: Sequence[str] = CLUSTERS,
 ) -> dict[str, Any]:
-    """Percentile bootstrap CIs of a clip-level ``metric``, resampling clips within each ``by`` group.
+    """Percentile bootstrap CIs of a clip-level ``metric`` within each ``by`` group, resampling
+    whole ``clusters`` (:data:`CLUSTERS`: source utterances and systems, where a group has them;
+    ``()``: clips).
 
-    Each resample draws every group's clips with replacement (group sizes fixed), so the CIs of the
-    clip-weighted and unweighted means over groups come from the same resamples as the per-group CIs.
-    Resamples where the metric is undefined (e.g. a constant resample) are left out of the quantiles
-    and counted in ``n_undefined``; in the means, such a group is left out of that resample.
+    The CIs of the clip-weighted and unweighted means over groups come from the same resamples as
+    the per-group CIs. Resamples where the metric is undefined (e.g. a constant resample) are left
+    out of the quantiles and counted in ``n_undefined``; in the means, such a group is left out of
+    that resample.
 
-    Returns ``{"metric", "n_boot", "alpha", "seed", "per_corpus": DataFrame[<by>, n, estimate, lo, hi,
-    n_undefined], "weighted": {"estimate", "lo", "hi"}, "unweighted": {...}}``.
+    Returns ``{"metric", "n_boot", "alpha", "seed", "clusters", "per_corpus": DataFrame[<by>, n,
+    estimate, lo, hi, n_undefined, resampled], "weighted": {"estimate", "lo", "hi"}, "unweighted": {...}}``.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not one of {METRICS}")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise ValueError(f"n_boot={n_boot!r} must be a positive integer")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha={alpha!r} must lie strictly between 0 and 1")
-    n_boot = int(n_boot)
+    n_boot = _check_args(metric, n_boot, alpha)
     _check_frame(df, ["utt_id", by, mos_col, pred_col], [mos_col, pred_col])
     rng = np.random.default_rng(seed)
     rows, all_boots = [], []
     for group, g in df.groupby(by, sort=True):
-        x = g[mos_col].to_numpy(dtype=float)
-        y = g[pred_col].to_numpy(dtype=float)
-        n = x.size
-        block = max(1, _BOOT_BLOCK_VALUES // n)
-        boots = np.concatenate([
-            _boot_rows(metric, x, y, rng.integers(0, n, size=(min(block, n_boot - start), n)))
-            for start in range(0, n_boot, block)
-        ])
+        boots = _group_boots(metric, g, [pred_col], n_boot, rng, clusters, mos_col)[0]
         lo, hi = _interval(boots, alpha)
-        rows.append({by: group, "n": n, "estimate": scores(x, y)[metric], "lo": lo, "hi": hi,
-                     "n_undefined": int((~np.isfinite(boots)).sum())})
+        rows.append({by: group, "n": len(g), "estimate": scores(g[mos_col], g[pred_col])[metric], "lo": lo,
+                     "hi": hi, "n_undefined": int((~np.isfinite(boots)).sum()),
+                     "resampled": "+".join(cluster_columns(g, clusters)) or "clips"})
         all_boots.append(boots)
-    per_group = pd.DataFrame(rows, columns=[by, "n", "estimate", "lo", "hi", "n_undefined"])
+    per_group = pd.DataFrame(rows, columns=[by, "n", "estimate", "lo", "hi", "n_undefined", "resampled"])
     out: dict[str, Any] = {"metric": metric, "n_boot": n_boot, "alpha": alpha, "seed": seed,
-                           "per_corpus": per_group}
-    if not rows:
-        nan = float("nan")
-        out["weighted"] = out["unweighted"] = {"estimate": nan, "lo": nan, "hi": nan}
-        return out
+                           "clusters": tuple(clusters), "per_corpus": per_group}
+    out.update(_means(per_group, all_boots, alpha))
+    return out
+
+
+def _means(per_group: pd.DataFrame, all_boots: list[np.ndarray], alpha: float) -> dict[str, dict]:
+    """Clip-weighted and unweighted means over groups, with CIs from the groups' resamples."""
+    nan = float("nan")
+    if not all_boots:
+        return {"weighted": {"estimate": nan, "lo": nan, "hi": nan},
+                "unweighted": {"estimate": nan, "lo": nan, "hi": nan}}
     boots = np.stack(all_boots)
     estimates = per_group["estimate"].to_numpy(dtype=float)
+    out = {}
     for name, weights in (("weighted", per_group["n"].to_numpy(dtype=float)),
                           ("unweighted", np.ones(len(per_group)))):
         point = _mean_boots(estimates[:, None], weights)[0]
         lo, hi = _interval(_mean_boots(boots, weights), alpha)
         out[name] = {"estimate": float(point), "lo": lo, "hi": hi}
+    return out
+
+
+def paired_bootstrap_diff(
+    df: pd.DataFrame,
+    pred_a: str,
+    pred_b: str,
+    metric: str = "pcc",
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    by: str = "corpus",
+    mos_col: str = "mos",
+    clusters: Sequence[str] = CLUSTERS,
+) -> dict[str, Any]:
+    """Paired percentile bootstrap CI of ``metric(pred_a) - metric(pred_b)``: two models' predictions
+    of the same clips (columns of one frame), each resample scoring both on the same draws of
+    clips (or clusters, as :func:`bootstrap_ci`). The CI of the difference is far narrower than
+    the two separate CIs suggest when the models err alike; a CI that excludes 0 is a difference.
+
+    Returns ``{"metric", "n_boot", "alpha", "seed", "per_corpus": DataFrame[<by>, n, estimate, lo,
+    hi, n_undefined], "weighted": {...}, "unweighted": {...}}`` (``estimate``: the difference).
+    """
+    n_boot = _check_args(metric, n_boot, alpha)
+    _check_frame(df, ["utt_id", by, mos_col, pred_a, pred_b], [mos_col, pred_a, pred_b])
+    rng = np.random.default_rng(seed)
+    rows, all_boots = [], []
+    for group, g in df.groupby(by, sort=True):
+        a, b = _group_boots(metric, g, [pred_a, pred_b], n_boot, rng, clusters, mos_col)
+        diff = a - b
+        lo, hi = _interval(diff, alpha)
+        estimate = scores(g[mos_col], g[pred_a])[metric] - scores(g[mos_col], g[pred_b])[metric]
+        rows.append({by: group, "n": len(g), "estimate": estimate, "lo": lo, "hi": hi,
+                     "n_undefined": int((~np.isfinite(diff)).sum())})
+        all_boots.append(diff)
+    per_group = pd.DataFrame(rows, columns=[by, "n", "estimate", "lo", "hi", "n_undefined"])
+    out: dict[str, Any] = {"metric": metric, "n_boot": n_boot, "alpha": alpha, "seed": seed,
+                           "per_corpus": per_group}
+    out.update(_means(per_group, all_boots, alpha))
     return out
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sqa import atomic, paths
-from sqa.analysis import metrics
+from sqa.analysis import comparisons, metrics
 from sqa.models.baselines import NAMES
 from sqa.pipeline import runs
 
@@ -50,15 +50,29 @@ SR = 16000
 def collect(profile: str) -> pd.DataFrame:
     """One row per model run of ``profile`` (the latest finished run per stage and tag) of stages
     02 (teacher), 04 (students) and 05 (pruned): ``label, kind, size, params, stage, tag, dir,
-    finished``. An empty frame (with these columns) when there is none."""
-    latest: dict[tuple[str, str], dict] = {}
-    for row in runs.registry(profile):
+    finished``. An empty frame (with these columns) when there is none.
+
+    Only runs of one lineage are kept: those that read the reference
+    teacher's manifest and, for distilled and pruned models, descend from that teacher
+    (:func:`sqa.analysis.comparisons.lineage_filter`). What was left out and why is in
+    ``found.attrs["left_out"]`` (:func:`left_out`)."""
+    latest: dict[tuple[str, str], tuple[int, dict]] = {}
+    for i, row in enumerate(runs.registry(profile)):
         if row["stage"][:2] in STAGE_KINDS:
-            latest[(row["stage"], row["tag"])] = row
-    rows = [_run_row(r) for r in latest.values()]
-    found = pd.DataFrame(rows, columns=RUN_COLUMNS)
+            latest[(row["stage"], row["tag"])] = (i, row)
+    rows = [{**_run_row(r), "order": i} for i, r in latest.values()]
+    found = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "order"])
+    found, dropped = comparisons.lineage_filter(found)
+    found = found.drop(columns="order")
     found = _unique_labels(found)
-    return _ordered(found).reset_index(drop=True)
+    found = _ordered(found).reset_index(drop=True)
+    found.attrs["left_out"] = dropped
+    return found
+
+
+def left_out(found: pd.DataFrame) -> pd.DataFrame:
+    """The runs :func:`collect` left out (``label, stage, tag, dir, reason``)."""
+    return found.attrs.get("left_out", pd.DataFrame(columns=comparisons.LEFT_OUT_COLUMNS))
 
 
 def _run_row(row: dict) -> dict:
@@ -494,11 +508,15 @@ def throughput_table(found: pd.DataFrame, baseline_names: Sequence[str] = NAMES,
 # ---------------------------------------------------------------- outputs
 
 
-def write_tables(run: runs.Run, results: Mapping[str, pd.DataFrame] | None = None,
+def write_tables(run: runs.Run, results: Mapping[str, pd.DataFrame] | None = None, notes: str = "",
                  **tables: pd.DataFrame) -> list[Path]:
     """Write each results table (``results_<metric>``) and each other table as CSV (all numbers)
-    and Markdown (for reading; scores with their CIs), atomically. Returns the files."""
+    and Markdown (for reading; scores with their CIs), atomically, and ``notes`` (what the labels
+    are, what the CIs are) as ``notes.md``: small text files meant to be committed
+    (``python -m bench.readme_tables --publish``). Returns the files."""
     out = []
+    if notes:
+        out.append(atomic.write_text(run.path("notes.md"), notes.strip() + "\n"))
     named = {f"results_{m}": t for m, t in (results or {}).items()} | tables
     for name, table in named.items():
         csv = _portable_dirs(table)

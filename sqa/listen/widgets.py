@@ -117,7 +117,7 @@ class ClipFilter:
 
 
 class ClipView:
-    """Player, waveform/spectrogram and label-vs-predictions table of one stimulus."""
+    """Player, and (only when revealed) waveform/spectrogram and label-vs-predictions table of one stimulus."""
 
     def __init__(self, df: pd.DataFrame, roots: Mapping[str, Path],
                  predictions: Mapping[str, pd.DataFrame] | None = None,
@@ -158,11 +158,13 @@ class ClipView:
         return pd.DataFrame(rows, columns=["source", "MOS", "note"])
 
     def show(self, s: Stimulus, title: str, reveal: bool) -> None:
-        """Load ``s`` into the player and picture; the table and utt_id only when ``reveal``."""
+        """Load ``s`` into the player; the picture, table and utt_id only when ``reveal``. A blind
+        ACR trial (ITU-T P.808 practice) plays audio only: raters hear, they do not see."""
         x, sr = playback_signal(self.file(s))
         self.stimulus = s
         self.audio.value = wav_bytes(normalize(x, self.level_dbfs), sr)
-        self.image.value = spectrogram_png(x, sr, title=s.utt_id if reveal else "")
+        self.image.value = spectrogram_png(x, sr, title=s.utt_id) if reveal else b""
+        self.image.layout.display = None if reveal else "none"
         shown = f"{title} · <code>{html.escape(s.utt_id)}</code>" if reveal else title
         self.title.value = f"<b>{shown}</b>"
         self.info_frame = self.info_table(s)

@@ -2,12 +2,15 @@
 
 At the end of every epoch rank 0 writes the state atomically (model, optimizer, scheduler, grad
 scaler, best weights, early-stopping counters, history, bias maps, torch/CUDA/numpy/python RNG
-states). Resuming checks the config (all fields but ``RESUMABLE_CHANGES``), the steps per epoch
-and the model's tensor shapes against the file, and names what differs.
+states). Resuming checks the run identity (``sqa.pipeline.runs``: stage, resolved parameters and
+input runs, read from the ``params.json`` of the run folder the state lies in), the config (all
+fields but ``RESUMABLE_CHANGES``), the steps per epoch and the model's tensor shapes against the
+file, and names what differs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -92,17 +95,39 @@ def check_same_shapes(saved: Mapping[str, Tensor], model: nn.Module, path: Path)
                          "the model changed since that training was saved: use a fresh out_dir")
 
 
+def run_identity(out_dir: Path | str) -> str | None:
+    """The identity of the run whose folder holds ``out_dir`` (its ``params.json`` in ``out_dir``
+    or the folder above), or None when training runs outside a run folder."""
+    for folder in (Path(out_dir), Path(out_dir).parent):
+        f = folder / "params.json"
+        if f.is_file():
+            return json.loads(f.read_text()).get("identity") or None
+    return None
+
+
 def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically, stamped with the identity of the run it belongs to."""
+    state = {**state, "run_identity": run_identity(Path(path).parent)}
     with atomic.atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
 def load_state(out_dir: Path | str) -> dict[str, Any] | None:
-    """The saved training state of ``out_dir`` (safe load), or None if there is none."""
+    """The saved training state of ``out_dir`` (safe load), or None if there is none. A state saved
+    by a run of another identity (other parameters or input runs) is refused, naming both."""
     path = Path(out_dir) / STATE_FILE
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or foreign file: say which and why
         raise ValueError(f"{path}: not a readable training state ({type(e).__name__}: {e})") from e
+    check_identity(state.get("run_identity"), run_identity(out_dir), path)
+    return state
+
+
+def check_identity(saved: str | None, now: str | None, path: Path) -> None:
+    """Refuse to resume a training saved by another run (stage, parameters or input runs differ)."""
+    if saved != now and (saved is not None or now is not None):
+        raise ValueError(f"{path}: saved by run identity {saved}, but this run is {now} (its parameters or "
+                         "input runs differ, see params.json): not resuming it; use a fresh run folder")

@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from sqa.data import manifest
-from sqa.listen import ratings_store
 from sqa.data.corpora import base
+from sqa.listen import ratings_store
 
 NAME = "ratings"
 SCALE = "acr-1-5"

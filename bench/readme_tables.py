@@ -1,0 +1,143 @@
+"""The README's results and benchmark tables, regenerated from committed files only.
+
+Each table sits in README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->``:
+
+- ``results-<profile>``: the tables notebook 06 wrote for the reported runs, committed under
+  ``docs/results/<profile>/`` (copy them there with ``--publish``);
+- ``speed-<profile>``: trained models timed side by side (``bench/results/pruned_vs_distilled_<profile>.json``);
+- ``models``: architecture presets and baselines (``bench/results/models.json``).
+
+    python -m bench.readme_tables                                     # rewrite the README tables
+    python -m bench.readme_tables --check                             # exit 1 if the README is stale
+    python -m bench.readme_tables --publish outputs/demo/06_analysis/seed-0   # then commit docs/results/demo
+
+Every speed figure in the README follows one protocol (:data:`SPEED_PROTOCOL`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RESULTS = ROOT / "docs" / "results"
+BENCH = ROOT / "bench" / "results"
+PROFILES = ("demo",)
+#: the files of a 06 run that are published (small text tables; ``sqa.analysis.tables.write_tables``)
+PUBLISHED = ("notes.md", "results_pcc.md", "seeds.md", "comparisons.md", "left_out.md",
+             "results_pcc.csv", "results_srcc.csv", "results_rmse.csv", "seeds.csv", "comparisons.csv",
+             "left_out.csv", "runs.csv")
+SPEED_PROTOCOL = ("wall time of one call on one 4-s clip (batch 1) on the CPU, median of repeated calls after "
+                  "a warm-up (`bench.models.time_calls`)")
+_BLOCK = re.compile(r"(<!-- begin: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.S)
+
+
+def _count(n: float) -> str:
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(int(n))
+
+
+def results_block(profile: str) -> str:
+    folder = RESULTS / profile
+    if not (folder / "results_pcc.md").is_file():
+        return (f"No {profile} results are committed yet: run `sqa reproduce --profile {profile}`, then "
+                f"`python -m bench.readme_tables --publish outputs/{profile}/06_analysis/seed-0` and commit "
+                f"`docs/results/{profile}/`.\n")
+    parts = [f"From `docs/results/{profile}/` (written by notebook 06).\n"]
+    titles = {"notes.md": None, "results_pcc.md": "PCC per test corpus, 95 % cluster-bootstrap CIs",
+              "seeds.md": "Seeds: mean ± sd over runs of one kind and size",
+              "comparisons.md": "Paired differences (same clips, same resamples), 95 % CIs",
+              "left_out.md": "Runs left out (another lineage)"}
+    for name, title in titles.items():
+        f = folder / name
+        if f.is_file():
+            parts.append((f"**{title}**\n\n" if title else "") + f.read_text().strip() + "\n")
+    return "\n".join(parts)
+
+
+def speed_block(profile: str) -> str:
+    f = BENCH / f"pruned_vs_distilled_{profile}.json"
+    data = json.loads(f.read_text())
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.pruned_vs_distilled --profile {profile}`).", "",
+             "| model | params | ms per clip, 1 / 2 threads | test PCC (clip-weighted) |", "|---|---|---|---|"]
+    for m in data["models"]:
+        t = m["timing"]
+        pcc = f"{m['test_pcc']:.3f}" if m.get("test_pcc") is not None else "n/a"
+        lines.append(f"| {m['label']} | {_count(m['params'])} | {t['1']['ms_per_clip']:.0f} / "
+                     f"{t['2']['ms_per_clip']:.0f} | {pcc} |")
+    return "\n".join(lines) + "\n"
+
+
+def models_block() -> str:
+    f = BENCH / "models.json"
+    data = json.loads(f.read_text())
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.models`).", "",
+             "| model | params | ms per clip, 1 / 2 threads | training clips/s, 1 / 2 threads |", "|---|---|---|---|"]
+    for m in data["models"]:
+        inf = {r["threads"]: r for r in m["inference"] if r["setting"] == "4s-b1"}
+        ms = " / ".join(f"{1000 * inf[t]['median_s']:.0f}" if t in inf else "–" for t in (1, 2))
+        train = {r["threads"]: r["clips_per_s"] for r in m.get("training") or []}
+        tr = " / ".join(f"{train[t]:.3g}" if t in train else "–" for t in (1, 2)) if train else "–"
+        lines.append(f"| {m['name']} | {_count(m['n_params'])} | {ms} | {tr} |")
+    return "\n".join(lines) + "\n"
+
+
+def blocks() -> dict[str, str]:
+    out = {"models": models_block(), "speed-protocol": f"Speed, everywhere in this README: {SPEED_PROTOCOL}.\n"}
+    for profile in PROFILES:
+        out[f"results-{profile}"] = results_block(profile)
+        out[f"speed-{profile}"] = speed_block(profile)
+    return out
+
+
+def render(text: str) -> str:
+    """``text`` (the README) with every known block replaced by its regenerated content."""
+    made = blocks()
+    missing = [name for name in made if f"<!-- begin: {name} -->" not in text]
+    if missing:
+        raise ValueError(f"README.md lacks the marker comments of {missing}")
+    return _BLOCK.sub(lambda m: m.group(1) + made.get(m.group("name"), m.group("body")) + m.group(4), text)
+
+
+def publish(run_dir: Path) -> Path:
+    """Copy a 06 run's small tables into ``docs/results/<profile>/`` (to be committed)."""
+    profile = json.loads((run_dir / "params.json").read_text())["profile"]
+    dest = RESULTS / profile
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PUBLISHED:
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, dest / name)
+    for fig in run_dir.glob("score_vs_params.png"):
+        shutil.copyfile(fig, ROOT / "docs" / f"score_vs_params_{profile}.png")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.readme_tables", description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md differs from the files")
+    parser.add_argument("--publish", type=Path, help="a 06_analysis run folder to copy into docs/results/")
+    args = parser.parse_args(argv)
+    if args.publish:
+        print(f"published {publish(args.publish)}")
+    text = README.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("README.md tables differ from the committed files: run python -m bench.readme_tables",
+                  file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    print("README.md tables regenerated" if new != text else "README.md tables already current")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
