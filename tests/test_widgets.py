@@ -21,7 +21,7 @@ from sqa import atomic
 from sqa.data import corpora, manifest
 from sqa.data.corpora import listening as ratings_adapter
 from sqa.listen import clips, ratings_store, widgets
-from sqa.pipeline import notebooks
+from sqa.pipeline import notebooks, runs
 
 
 @pytest.fixture
@@ -416,13 +416,18 @@ def test_collect_predictions_finds_every_run_and_reports_bad_files(corpus, outpu
 
 def test_app_tabs_and_metrics(corpus, tmp_path):
     df, roots = corpus
-    app = widgets.ListenApp(df, roots, tmp_path / "ratings.csv", made_up_predictions(df), listener="anna", n_clips=2)
+    finished = []
+    app = widgets.ListenApp(df, roots, tmp_path / "ratings.csv", made_up_predictions(df), listener="anna", n_clips=2,
+                            on_finish=finished.append)
     assert [app.widget.get_title(i) for i in range(3)] == ["Listen & rate", "Browse clips", "Compare models"]
     app.test.start()
     app.test.rate(4)
     m = app.metrics()
     assert m["clips_offered"] == 6 and m["session_clips"] == 2 and m["models"] == 2
     assert m["ratings"]["votes"] == 1 and m["ratings"]["listeners"] == 1
+    assert finished == []  # the run is registered when the session ends, not before
+    app.test.rate(2)
+    assert len(finished) == 1 and finished[0]["ratings"]["votes"] == 2
 
 
 # ---------------------------------------------------------------- the notebook
@@ -443,7 +448,7 @@ def test_notebook_07_runs_headless_after_a_merge(corpus, outputs, tmp_path):
                          env={**__import__("os").environ, "SQA_OUTPUTS": str(outputs)})
     assert res.returncode == 0, res.stderr[-3000:]
     run = outputs / "smoke" / "07_listen" / "main"
-    m = json.loads((run / "metrics.json").read_text())
-    assert m["clips_offered"] == 6 and m["session_clips"] == 4 and m["ratings"]["votes"] == 0
+    assert not (run / "metrics.json").exists(), "registered before any vote"
+    assert [r["stage"] for r in runs.registry("smoke")] == ["01_merge_datasets"]
     params = json.loads((run / "params.json").read_text())
     assert params["inputs"]["manifest"] == "$SQA_OUTPUTS/smoke/01_merge_datasets/main"

@@ -190,13 +190,15 @@ class ListeningTest:
     def __init__(self, df: pd.DataFrame, roots: Mapping[str, Path], ratings_path: Path | str,
                  predictions: Mapping[str, pd.DataFrame] | None = None, *, corpus: str = "",
                  split: str = "test", n_clips: int = 20, seed: int = 0, listener: str = "",
-                 references: bool = False, level_dbfs: float | None = -26.0, resume: bool = True) -> None:
+                 references: bool = False, level_dbfs: float | None = -26.0, resume: bool = True,
+                 on_done: Callable[[], None] | None = None) -> None:
         if n_clips < 1:
             raise ValueError(f"n_clips={n_clips} must be at least 1")
         self.ratings_path = Path(ratings_path)
         self.roots = {c: Path(r) for c, r in roots.items()}
         self.seed = int(seed)
         self.resume = resume
+        self.on_done = on_done
         self.filter = ClipFilter(df, corpus, split)
         self.view = ClipView(df, roots, predictions, level_dbfs)
         self.listener = W.Text(value=listener, description="listener", placeholder="your name")
@@ -295,6 +297,8 @@ class ListeningTest:
         self.position += 1
         self.status.value = f"Session {self.session}: {self.saved} of {len(self.playlist)} rated"
         self._show_current()
+        if self.current is None and self.on_done is not None:
+            self.on_done()
 
 
 class ClipBrowser:
@@ -399,17 +403,21 @@ class Comparison:
 class ListenApp:
     """Stage 07's UI: listening test, clip browser and model comparison in tabs.
 
-    With a ``listener`` name given, the listening session is started right away.
+    With a ``listener`` name given, the listening session is started right away. ``on_finish``
+    (e.g. the run's ``finish``) gets :meth:`metrics` once a listener has rated every clip of a
+    session — never before a vote, so running the notebook registers nothing by itself.
     """
 
     def __init__(self, df: pd.DataFrame, roots: Mapping[str, Path], ratings_path: Path | str,
                  predictions: Mapping[str, pd.DataFrame] | None = None, *, corpus: str = "",
                  split: str = "test", n_clips: int = 20, seed: int = 0, listener: str = "",
-                 references: bool = False) -> None:
+                 references: bool = False, on_finish: Callable[[dict], Any] | None = None) -> None:
         predictions = dict(predictions or {})
         self.predictions = predictions
+        done = None if on_finish is None else (lambda: on_finish(self.metrics()))
         self.test = ListeningTest(df, roots, ratings_path, predictions, corpus=corpus, split=split,
-                                  n_clips=n_clips, seed=seed, listener=listener, references=references)
+                                  n_clips=n_clips, seed=seed, listener=listener, references=references,
+                                  on_done=done)
         self.browser = ClipBrowser(df, roots, predictions, corpus=corpus, split=split)
         self.comparison = Comparison(df, roots, predictions)
         self.widget = W.Tab(children=[self.test.widget, self.browser.widget, self.comparison.widget])
