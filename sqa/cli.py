@@ -32,7 +32,8 @@ def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
     params = {n: notebooks.parse_cli_value(declared[n], v) for n, v in pairs}
     notebooks.validate(stage, params, declared)
     timer = timer or progress.StageTimer()
-    streams = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}
+    streams = {} if quiet else {"stdout_file": progress.LineStream(sys.stdout),
+                                "stderr_file": progress.LineStream(sys.stderr)}
     detail = " ".join(f"{k}={v}" for k, v in pairs)
     with tempfile.TemporaryDirectory(prefix="sqa-run-") as tmp, timer.stage(stage, detail) as info, \
             progress.kernel_environment(sys.stderr):

@@ -371,3 +371,15 @@ def test_sqa_score_says_what_a_demo_model_learned(tmp_path):
     assert f"note: {note}" in score.report(summary, [])
     (ckpt.parent / "params.json").write_text(json.dumps({"profile": "paper"}))
     assert score.training_note(str(ckpt)) == "" and score.training_note("baseline distillmos") == ""
+
+
+def test_bar_redraws_become_lines_outside_a_terminal():
+    import io
+
+    from sqa.pipeline import progress
+
+    log = io.StringIO()
+    out = progress.LineStream(log)
+    out.write("\rclips:  10%|#  | 1/10\rclips:  20%|## | 2/10")
+    out.write("epoch 1/2: train loss 0.1\n")
+    assert log.getvalue().splitlines() == ["clips:  10%|#  | 1/10", "clips:  20%|## | 2/10", "epoch 1/2: train loss 0.1"]

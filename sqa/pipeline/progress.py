@@ -52,6 +52,23 @@ def kernel_environment(stream: TextIO) -> Iterator[None]:
                 os.environ[k] = v
 
 
+class LineStream:
+    """Where the kernel's output goes: ``stream`` itself on a terminal; elsewhere (a log file, CI)
+    each redraw of a bar becomes a line of its own instead of piling up behind carriage returns."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def write(self, text: str) -> int:
+        if not self.tty:
+            text = "\n".join(line for line in text.replace("\r", "\n").split("\n") if line.strip()) + "\n"
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def clock(seconds: float) -> str:
     """``83.2`` -> ``1:23``; ``3725`` -> ``1:02:05``."""
     s = int(round(seconds))
