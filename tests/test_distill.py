@@ -45,7 +45,7 @@ class Toy(torch.nn.Module):
 
 def main(manifest, roots, out_dir, delay):
     import pandas as pd
-    from sqa.distill import pseudo_label
+    from sqa.training.pseudo_labels import pseudo_label
 
     df = pd.read_parquet(manifest)
     roots = {k: v for k, v in json.loads(open(roots).read()).items()}
