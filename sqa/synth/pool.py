@@ -243,7 +243,7 @@ def make_clip(cfg: PoolConfig, src: Sources, k: int) -> tuple[dict, np.ndarray |
     skipped: Counter = Counter()
     chain = degradations.Chain(tuple(_steps(cfg, src, rng, loaded, cfg.clip_s, skipped)))
     y = chain.apply(clean, SR, np.random.default_rng([cfg.seed, k, 1]), pool=loaded)
-    y = (np.clip(np.round(y * 32767.0), -32768, 32767) / 32767.0).astype(np.float32)
+    y = (np.clip(np.round(y * 32768.0), -32768, 32767) / 32768.0).astype(np.float32)  # as PCM_16 stores it
     return {**record, "clean": clean_file, "chain": chain.to_json(),
             "condition": "+".join(s.name for s in chain.steps) or "clean",
             "codec_skipped": json.dumps(dict(skipped)), "skip_reason": ""}, y
