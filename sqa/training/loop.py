@@ -280,12 +280,12 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
     try:
         for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            targets.append(batch["target"].float().numpy())  # read on the CPU, before the batch moves
             batch = _to_device(batch, device)
             with autocast(device, amp):
                 pred = forward(model, batch)
             _check_pred(pred, batch)
             preds.append(pred.float().cpu().numpy())
-            targets.append(batch["target"].float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(preds).astype(np.float64), np.concatenate(targets).astype(np.float64)
