@@ -18,33 +18,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from corpus_fixtures import write_pool_sources
 from sqa.synth import degradations, pool
 
 CFG = pool.PoolConfig(n_clips=14, clip_s=1.0, seed=7, shard_size=4, families=("bandlimit", "loss", "clip", "enhance"))
-
-
-def write_sources(root: Path, layout: str = "plain") -> Path:
-    """Clean speech-like tones, two noises (one at 48 kHz, FLAC) and one RIR, in the plain
-    ``clean/noise/rir`` layout or the DNS Challenge's ``datasets/...`` one."""
-    rng = np.random.default_rng(0)
-    dirs = {"plain": ("clean", "noise", "rir"),
-            "dns": ("datasets/clean", "datasets/noise", "datasets/impulse_responses")}[layout]
-    t = np.arange(int(16000 * 2.5)) / 16000
-    for i in range(5):
-        x = 0.3 * np.sin(2 * np.pi * (110 + 30 * i) * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
-        x *= 0.55 + 0.45 * np.sin(2 * np.pi * (1.5 + i / 4) * t)
-        path = root / dirs[0] / f"reader{i % 2}" / f"utt{i}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, x.astype(np.float32), 16000)
-    (root / dirs[1]).mkdir(parents=True)
-    sf.write(root / dirs[1] / "fan.wav", (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000)
-    sf.write(root / dirs[1] / "street.flac", (0.1 * rng.standard_normal(48000 * 2)).astype(np.float32), 48000)
-    (root / dirs[2]).mkdir(parents=True)
-    h = np.zeros(3000)
-    h[20] = 1.0
-    h[20:] += 0.3 * rng.standard_normal(2980) * np.exp(-np.arange(2980) / 600)
-    sf.write(root / dirs[2] / "room.wav", h.astype(np.float32), 16000)
-    return root
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -54,7 +31,7 @@ def digests(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> Path:
-    return write_sources(tmp_path_factory.mktemp("sources"))
+    return write_pool_sources(tmp_path_factory.mktemp("sources"))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +74,7 @@ def test_a_recorded_chain_replays_to_the_same_samples(sources, reference):
 
 
 def test_seeds_and_layouts(sources, reference, tmp_path):
-    dns = write_sources(tmp_path / "dns", "dns")
+    dns = write_pool_sources(tmp_path / "dns", "dns")
     found = pool.find_sources(dns)
     assert (len(found.clean), len(found.noise), len(found.rir)) == (5, 2, 1)
     assert found.clean[0].startswith("datasets/clean/")

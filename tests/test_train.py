@@ -343,7 +343,7 @@ import torch
 torch.set_num_threads(1)
 from pathlib import Path
 from test_train import TinyNet, make_datasets
-from sqa.train import TrainConfig, fit
+from sqa.training.loop import TrainConfig, fit
 
 data, out = Path(sys.argv[1]), Path(sys.argv[2])
 torch.manual_seed(0)
