@@ -27,8 +27,8 @@ def sqa_run(stage: str, env: dict, *params: str) -> Path:
     cmd = [sys.executable, "-m", "sqa.cli", "run", stage, "-q", "-p", "profile", "paper", *pairs]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"sqa run {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    line = next(s for s in done.stdout.splitlines() if s.startswith("run folder: "))
-    return Path(line.removeprefix("run folder: "))
+    line = next(s for s in done.stdout.splitlines() if s.startswith("executed notebook: "))
+    return Path(line.removeprefix("executed notebook: ")).parent
 
 
 def write_data_root(root: Path) -> set[str]:
