@@ -81,6 +81,7 @@ def write_clips(folder: Path, n: int, seconds: float = 4.0):
     import soundfile as sf
 
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
         path = folder / f"c{i:05d}.wav"
