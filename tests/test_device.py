@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from corpus_fixtures import tone
 from sqa.training import devices
+
+from corpus_fixtures import tone
 
 META = torch.device("meta")
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from corpus_fixtures import WRITERS, write_pool_sources
 from sqa.pipeline import profiles
+
+from corpus_fixtures import WRITERS, write_pool_sources
 
 pytestmark = pytest.mark.slow
 

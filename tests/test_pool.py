@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from corpus_fixtures import write_pool_sources
 from sqa.synth import degradations, pool
+
+from corpus_fixtures import write_pool_sources
 
 CFG = pool.PoolConfig(n_clips=14, clip_s=1.0, seed=7, shard_size=4, families=("bandlimit", "loss", "clip", "enhance"))
 
