@@ -55,7 +55,17 @@ def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet)
+    from sqa.training.devices import GPUS_ENV
+
+    before = os.environ.get(GPUS_ENV)
+    if args.gpus is not None:  # the notebook's kernel inherits it: training and labeling use N GPUs
+        if args.gpus < 1:
+            raise notebooks.ParameterError(f"--gpus {args.gpus}: give at least 1")
+        os.environ[GPUS_ENV] = str(args.gpus)
+    try:
+        run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet)
+    finally:
+        _restore_env(GPUS_ENV, before)
     return 0
 
 
@@ -162,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a parameter of the notebook's parameters cell (repeatable)")
     run.add_argument("-q", "--quiet", action="store_true", help="do not stream the stage's progress and output")
+    run.add_argument("--gpus", type=int, default=None, metavar="N",
+                     help="GPUs for a stage on device auto/cuda: training in N data-parallel processes, "
+                          "pseudo-labeling in one process per GPU (default 1)")
     run.set_defaults(func=_run)
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
     rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])

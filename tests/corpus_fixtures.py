@@ -296,3 +296,30 @@ WRITERS: dict[str, Callable[..., Fixture]] = {
     "plc-challenge": write_plc_challenge,
     "generic-csv": write_generic_csv,
 }
+
+
+# --- clean speech, noise and RIRs for the pool builder ----------------------------------------
+
+def write_pool_sources(root: Path, layout: str = "plain", n_clean: int = 5) -> Path:
+    """Speech-like clean tones (2.5 s, two readers), two noises (16 kHz WAV, 48 kHz FLAC) and one
+    room impulse response, in the plain ``clean/noise/rir`` layout or the DNS Challenge's
+    (``datasets/clean``, ``datasets/noise``, ``datasets/impulse_responses``)."""
+    rng = np.random.default_rng(0)
+    dirs = {"plain": ("clean", "noise", "rir"),
+            "dns": ("datasets/clean", "datasets/noise", "datasets/impulse_responses")}[layout]
+    t = np.arange(int(16000 * 2.5)) / 16000
+    for i in range(n_clean):
+        x = 0.3 * np.sin(2 * np.pi * (110 + 30 * i) * t * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)))
+        x *= 0.55 + 0.45 * np.sin(2 * np.pi * (1.5 + i / 4) * t)
+        path = root / dirs[0] / f"reader{i % 2}" / f"utt{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, x.astype(np.float32), 16000)
+    (root / dirs[1]).mkdir(parents=True)
+    sf.write(root / dirs[1] / "fan.wav", (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000)
+    sf.write(root / dirs[1] / "street.flac", (0.1 * rng.standard_normal(48000 * 2)).astype(np.float32), 48000)
+    (root / dirs[2]).mkdir(parents=True)
+    h = np.zeros(3000)
+    h[20] = 1.0
+    h[20:] += 0.3 * rng.standard_normal(2980) * np.exp(-np.arange(2980) / 600)
+    sf.write(root / dirs[2] / "room.wav", h.astype(np.float32), 16000)
+    return root

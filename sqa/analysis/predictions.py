@@ -21,20 +21,27 @@ PRED_COLUMNS = ["utt_id", "corpus", "sys_id", "mos", "pred"]
 
 
 def predict(model: Callable, df: pd.DataFrame, roots: Mapping[str, Path], *, batch_size: int = 16,
-            device: str = "cpu", desc: str = "scoring", target: str = "mos",
+            device: str | None = None, desc: str = "scoring", target: str = "mos",
             chunk: int = 512) -> pd.DataFrame:
     """Predictions frame ``utt_id, corpus, sys_id, mos, pred`` (``mos`` from column ``target``).
 
-    Audio is read ``chunk`` clips at a time, so memory stays bounded on large test sets.
+    A module scores on its own device (``device``, e.g. ``"auto"``, moves it there first) and
+    its inputs are sent there. Audio is read ``chunk`` clips at a time, so memory stays bounded
+    on large test sets.
     """
     import torch
     from tqdm.auto import tqdm
+
+    from sqa.training.devices import model_device, resolve_device
 
     files = manifest.audio_paths(df, roots)
     preds = np.full(len(df), np.nan)
     is_module = isinstance(model, torch.nn.Module)
     if is_module:
+        if device is not None:
+            model.to(resolve_device(device))
         model.eval()
+        device = model_device(model)
     with torch.inference_mode(), tqdm(total=len(df), desc=desc, unit="clip") as bar:
         for start in range(0, len(files), chunk):
             waves = [audio.load(f) for f in files[start:start + chunk]]

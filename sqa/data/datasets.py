@@ -12,6 +12,12 @@ Crops (``window`` samples):
 - ``"center"`` (evaluation): the middle ``window`` samples (shorter clips are zero-padded).
 - ``None``: the full clip; :func:`collate` zero-pads a batch to its longest clip.
 
+Memory: ``preload="auto"`` (what the stages use) reads every clip into memory only when the
+clips last less than :data:`PRELOAD_MAX_SECONDS` in all (one hour: 230 MB of float32 at 16 kHz,
+from the manifest's ``duration`` column); larger corpora are read lazily, clip by clip, by the
+DataLoader's worker processes (:func:`loader_workers`), so memory does not grow with the corpus
+(``bench/lazy_memory.py``: 30,000 clips vs 3,000).
+
 ``MixedBatchSampler`` builds batches over ``ConcatDataset([A, B])`` with a fixed number of items
 from B in every batch (e.g. pseudo-labeled A + 20 % labeled B), seeded per epoch and sharded across
 data-parallel ranks.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
@@ -33,12 +40,36 @@ from sqa.data import audio
 
 Crop = Literal["random", "center", None]
 
+#: ``preload="auto"`` preloads only clips that last less than this in all (seconds of audio)
+PRELOAD_MAX_SECONDS = 3600.0
+#: most DataLoader worker processes :func:`loader_workers` picks for lazily read clips
+MAX_LOADER_WORKERS = 8
+
+
+def should_preload(manifest: pd.DataFrame, max_seconds: float = PRELOAD_MAX_SECONDS) -> bool:
+    """Whether ``preload="auto"`` reads the clips into memory: their total ``duration`` is known
+    and below ``max_seconds``."""
+    if "duration" not in manifest.columns:
+        return False
+    total = pd.to_numeric(manifest["duration"], errors="coerce").sum(min_count=len(manifest))
+    return bool(np.isfinite(total) and total < max_seconds)
+
+
+def loader_workers(preloaded: bool) -> int:
+    """DataLoader worker processes for a training set: none for preloaded clips (reading is
+    free), else one per CPU core but one (the main process drives the model), 1..MAX_LOADER_WORKERS."""
+    if preloaded:
+        return 0
+    return max(1, min(MAX_LOADER_WORKERS, len(os.sched_getaffinity(0)) - 1))
+
 
 class ClipDataset(Dataset):
     """Clips of a manifest as training/evaluation items (see module docstring).
 
     ``target=None`` gives items with a NaN target (for scoring unlabeled clips). ``preload=True``
-    reads every clip into memory once (with a progress bar), for small corpora.
+    reads every clip into memory once (with a progress bar), for small corpora; ``"auto"``
+    does so only below :data:`PRELOAD_MAX_SECONDS` of audio (:func:`should_preload`);
+    ``False`` reads each clip when it is asked for. ``preloaded`` says which happened.
     """
 
     def __init__(
@@ -50,7 +81,7 @@ class ClipDataset(Dataset):
         window: int | None = None,
         crop: Crop = None,
         sample_rate: int = audio.TARGET_SR,
-        preload: bool = False,
+        preload: bool | str = False,
         progress: bool = True,
     ) -> None:
         needed = ["utt_id", "corpus", "path"] + ([target] if target is not None else [])
@@ -93,7 +124,10 @@ class ClipDataset(Dataset):
         self.seed = 0
         self.epoch = 0
         self._cache: list[np.ndarray] | None = None
-        if preload:
+        if preload not in (True, False, "auto"):
+            raise ValueError(f"ClipDataset: preload must be True, False or 'auto', got {preload!r}")
+        self.preloaded = should_preload(manifest) if preload == "auto" else bool(preload)
+        if self.preloaded:
             from tqdm.auto import tqdm
 
             self._cache = [self._read(i) for i in tqdm(range(len(self)), desc="loading clips", disable=not progress)]

@@ -37,11 +37,17 @@ def parse_spec(spec: str, data_root: Path) -> tuple[str, Path]:
 
 
 def prepare(specs: list[str], data_root: Path, profile: str, seed: int) -> list[Path]:
-    """Build any requested generated demo corpus that is missing (resumes a partial build)."""
+    """Build any requested generated demo corpus, and the pool of real speech from
+    ``pool-sources`` (:mod:`sqa.synth.pool`), that is missing (resumes a partial build)."""
     from sqa.pipeline import profiles
     from sqa.synth import demo_corpus
 
-    wanted = [root for name, root in (parse_spec(s, data_root) for s in specs) if name == demo_corpus.NAME]
+    parsed = [parse_spec(s, data_root) for s in specs]
+    for root in (root for name, root in parsed if name == "pool"):  # the unlabeled pool of real speech
+        from sqa.synth import pool
+
+        pool.build_under_data_root(root)
+    wanted = [root for name, root in parsed if name == demo_corpus.NAME]
     if wanted:
         demo_corpus.build(Path(data_root), size=profiles.demo_size(profile), seed=seed,
                    only=[w.name for w in wanted])

@@ -10,7 +10,9 @@ from sqa.synth import demo_corpus
 #: demo corpora, one per degradation family, plus the unlabeled pool (built by sqa.synth.demo_corpus)
 DEMO_CORPORA = [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
 
-#: real corpora under SQA_DATA_ROOT: adapter:folder (the folder as its distributors unpack it)
+#: real corpora under SQA_DATA_ROOT: adapter:folder (the folder as its distributors unpack it), and the
+#: unlabeled pool that stage 01 builds into SQA_DATA_ROOT/pool from the clean speech, noise and RIRs in
+#: SQA_DATA_ROOT/pool-sources (sqa.synth.pool; pool-sources/pool.json overrides sqa.synth.pool.PAPER_POOL)
 PAPER_CORPORA = [
     "nisqa:NISQA_Corpus",
     "conferencingspeech:ConferencingSpeech2022",
@@ -19,6 +21,7 @@ PAPER_CORPORA = [
     "genspeech:GenSpeech",
     "dns-challenge:DNS-P835",
     "plc-challenge:PLC-Challenge",
+    "pool:pool",
 ]
 
 

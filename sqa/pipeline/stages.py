@@ -1,8 +1,14 @@
 """What the training stages share (02 teacher, 04 distill, 05 prune): the manifest of stage 01,
-model construction by name, fitting, evaluation on every test corpus, and the run's outputs."""
+model construction by name, fitting, evaluation on every test corpus, and the run's outputs.
+
+Devices: every stage has a ``device`` parameter (``"auto"``: the GPU when there is one),
+resolved by :mod:`sqa.training.devices`. Training leaves the model on its device; predictions
+move inputs to the model's device. ``sqa run STAGE --gpus N`` trains on N GPUs
+(:mod:`sqa.training.multigpu`) and labels with one process per GPU."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,33 +123,59 @@ def fit(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, train_df: p
     from torch.utils.data import ConcatDataset
 
     from sqa.data.datasets import ClipDataset
-    from sqa.training import loop
+    from sqa.training import multigpu
 
     dev = data.split("dev")
+    nprocs = train_processes(cfg.device)
     frozen = frozen_extractor(model, freeze)
     if frozen is not None:
-        from sqa.training.feature_cache import FeatureCache, FeatureDataset, head_forward
+        from sqa.training.feature_cache import (
+            FeatureCache,
+            FeatureDataset,
+            head_forward,
+        )
 
         extractor, frames, key = frozen
         cache = FeatureCache(paths.profile_dir(run.profile) / "cache" / "features" / paths.safe_tag(key), extractor)
-        cache.extract(pd.concat([train_df, dev]), data.roots)
+        cache.extract(pd.concat([train_df, dev]), data.roots, device=cfg.device, amp=cfg.amp)
         train_ds = FeatureDataset(train_df, cache, target=target, frames=frames, crop="random")
         dev_ds = FeatureDataset(dev, cache, frames=frames, crop="center")
-        result = loop.fit(model.head, train_ds, dev_ds, cfg, run.path("training"), forward_fn=head_forward)
+        result = multigpu.fit(nprocs, model.head, train_ds, dev_ds, cfg, run.path("training"), forward_fn=head_forward)
         model.head = result.model
         return result, model.eval()
     window = int(round(window_s * SR))
-    train_ds = ClipDataset(train_df, data.roots, target=target, window=window, crop="random", preload=True)
+    train_ds = ClipDataset(train_df, data.roots, target=target, window=window, crop="random", preload="auto")
+    dev_ds = ClipDataset(dev, data.roots, window=window, crop="center", preload="auto")
+    cfg = with_loader_workers(cfg, train_ds.preloaded and getattr(extra_train, "preloaded", extra_train is None))
     if extra_train is not None:
         train_ds = ConcatDataset([train_ds, extra_train])
-    dev_ds = ClipDataset(dev, data.roots, window=window, crop="center", preload=True)
-    result = loop.fit(model, train_ds, dev_ds, cfg, run.path("training"), batch_sampler_fn=batch_sampler_fn)
+    result = multigpu.fit(nprocs, model, train_ds, dev_ds, cfg, run.path("training"),
+                          batch_sampler_fn=batch_sampler_fn)
     return result, result.model.eval()
 
 
+def train_processes(device: str) -> int:
+    """Training processes: one per GPU given by ``sqa run --gpus N`` when ``device`` is the GPU, else 1."""
+    from sqa.training.devices import gpu_count, resolve_device
+
+    return gpu_count() if resolve_device(device).type == "cuda" else 1
+
+
+def with_loader_workers(cfg, preloaded: bool):
+    """``cfg`` with DataLoader worker processes for clips read lazily (kept if the caller set some)."""
+    import dataclasses
+
+    from sqa.data.datasets import loader_workers
+
+    if cfg.num_workers or preloaded:
+        return cfg
+    return dataclasses.replace(cfg, num_workers=loader_workers(False))
+
+
 def predict_splits(model, data: StageData, splits=("dev", "test"), batch_size: int = 16,
-                   device: str = "cpu") -> pd.DataFrame:
-    """Predictions on the labeled clips of ``splits``, with a ``split`` column."""
+                   device: str | None = None) -> pd.DataFrame:
+    """Predictions on the labeled clips of ``splits``, with a ``split`` column; a module scores on
+    its own device (``device``, e.g. ``"auto"``, moves it there first)."""
     frames = []
     for split in splits:
         df = data.split(split)
@@ -210,14 +242,17 @@ def pool_frame(data: StageData, pool: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
-def rescore_check(model: torch.nn.Module, data: StageData, teacher_dir: Path) -> dict:
-    """Re-score the dev split and compare with the teacher run's own dev predictions."""
+def rescore_check(model: torch.nn.Module, data: StageData, teacher_dir: Path, device: str | None = None,
+                  tolerance: float = 1e-4) -> dict:
+    """Re-score the dev split (float32, on ``device``) and compare with the teacher run's own dev
+    predictions (``tolerance`` in MOS: 1e-4 on the CPU; GPU kernels differ more from run to run)."""
     ref = pd.read_csv(Path(teacher_dir) / "predictions.csv")
     ref = ref[ref["split"] == "dev"].set_index("utt_id")["pred"]
-    new = predictions.predict(model, data.split("dev"), data.roots, desc="re-scoring dev").set_index("utt_id")["pred"]
+    new = predictions.predict(model, data.split("dev"), data.roots, device=device,
+                              desc="re-scoring dev").set_index("utt_id")["pred"]
     common = ref.index.intersection(new.index)
     diff = (new[common] - ref[common]).abs()
-    return {"n": int(len(common)), "max_abs_diff": float(diff.max()), "matches": bool(diff.max() < 1e-4)}
+    return {"n": int(len(common)), "max_abs_diff": float(diff.max()), "matches": bool(diff.max() < tolerance)}
 
 
 def oracle_report(pool_df: pd.DataFrame, labels: pd.DataFrame) -> dict:
@@ -241,7 +276,7 @@ def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mod
                 labeled_mix: float, pseudo_dir: Path, window_s: float):
     """``distill``: pseudo-labeled pool + a ``labeled_mix`` share of labeled train clips per batch;
     ``labeled-only``: the labeled train split alone."""
-    from sqa.data.datasets import ClipDataset, MixedBatchSampler
+    from sqa.data.datasets import ClipDataset
 
     train_df = data.split("train")
     if mode == "labeled-only":
@@ -251,12 +286,17 @@ def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mod
     if not 0 <= labeled_mix < 1:
         raise ValueError(f"labeled_mix={labeled_mix} must be in [0, 1)")
     pool = pseudo_frame(data, pseudo_dir)
-    labeled = ClipDataset(train_df, data.roots, window=int(round(window_s * SR)), crop="random", preload=True)
-
-    def sampler(rank: int, world_size: int) -> MixedBatchSampler:
-        return MixedBatchSampler(len(pool), len(labeled), cfg.batch_size, labeled_mix, seed=cfg.seed,
-                                 rank=rank, world_size=world_size)
-
+    labeled = ClipDataset(train_df, data.roots, window=int(round(window_s * SR)), crop="random", preload="auto")
+    sampler = functools.partial(_mixed_sampler, len(pool), len(labeled), cfg.batch_size, labeled_mix, cfg.seed)
     return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos",
                batch_sampler_fn=sampler if labeled_mix > 0 else None,
                extra_train=labeled if labeled_mix > 0 else None)
+
+
+def _mixed_sampler(n_pool: int, n_labeled: int, batch_size: int, labeled_mix: float, seed: int, rank: int,
+                   world_size: int):
+    """The distillation batch sampler of one rank (a module-level function: it pickles to the
+    training processes of ``--gpus N``)."""
+    from sqa.data.datasets import MixedBatchSampler
+
+    return MixedBatchSampler(n_pool, n_labeled, batch_size, labeled_mix, seed=seed, rank=rank, world_size=world_size)

@@ -34,13 +34,15 @@ Choices (all in :class:`TrainConfig`):
   (DistributedSampler, or the rank-aware ``batch_sampler_fn``). Dev predictions of all ranks are
   gathered, so every rank takes the same early-stopping decision. Only rank 0 writes files and
   shows progress bars.
-- **Mixed precision**: ``amp="bf16"`` or ``"fp16"`` (with a gradient scaler), GPU only; on CPU
-  it is switched off with a warning.
+- **Devices and precision** (:mod:`sqa.training.devices`): ``device="auto"`` trains on the GPU
+  when there is one. ``amp="auto"`` (default) is bf16 autocast on a GPU that supports it and
+  float32 on the CPU; ``"bf16"`` or ``"fp16"`` (with a gradient scaler) ask for it explicitly
+  (GPU only; on CPU switched off with a warning); ``None`` is float32 everywhere. The returned
+  model stays on the training device; :func:`predict` feeds inputs to the model's own device.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -60,6 +62,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from sqa import atomic
 from sqa.data.datasets import collate, set_epoch
+from sqa.training.devices import AMP_CHOICES, AMP_DTYPES, autocast, model_device, resolve_amp, resolve_device
 from sqa.training.train_state import (
     STATE_FILE,
     Progress,
@@ -77,7 +80,6 @@ LOG_FILE = "train_log.csv"
 LOG_COLUMNS = ("epoch", "step", "train_loss", "dev_pcc", "dev_rmse", "lr", "seconds", "clips_per_s")
 LOSSES = ("mse", "l1", "bias-aware")
 SCHEDULES = ("cosine", "linear")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BIAS_MIN_N = 10
 BIAS_MIN_PCC = 0.7
 
@@ -106,7 +108,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str | None = None  # None | "bf16" | "fp16" (GPU only)
+    amp: str | None = "auto"  # "auto" (bf16 on a GPU, off on CPU) | None | "bf16" | "fp16" (GPU only)
     eval_batch_size: int | None = None  # default: batch_size
     progress: bool = True
 
@@ -139,8 +141,8 @@ class TrainConfig:
             raise bad("num_workers", "must be an integer >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise bad("device", "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.amp is not None and self.amp not in AMP_DTYPES:
-            raise bad("amp", f"must be None or one of {tuple(AMP_DTYPES)}")
+        if self.amp not in AMP_CHOICES:
+            raise bad("amp", f"must be one of {AMP_CHOICES}")
         if self.eval_batch_size is not None and (not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1):
             raise bad("eval_batch_size", "must be an integer >= 1 or None")
 
@@ -184,23 +186,6 @@ def _dist_env() -> tuple[int, int, int]:
     if world <= 1:
         return 0, 1, 0
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; under data parallel each process uses ``cuda:local_rank``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    return torch.device(name)
-
-
-def _autocast(device: torch.device, amp: str | None):
-    if amp is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[amp])
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -274,16 +259,20 @@ def predict(
     dataset: Dataset,
     *,
     batch_size: int = 16,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     forward_fn: ForwardFn | None = None,
     amp: str | None = None,
     num_workers: int = 0,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and targets (float64 arrays, dataset order) of ``model`` in eval mode."""
+    """Predictions and targets (float64 arrays, dataset order) of ``model`` in eval mode.
+
+    ``device`` moves the model there first; the inputs always go to the model's own device."""
     from tqdm.auto import tqdm
 
-    device = torch.device(device)
+    if device is not None:
+        model.to(resolve_device(device))
+    device = model_device(model)
     forward = forward_fn or _default_forward
     was_training = model.training
     model.eval()
@@ -291,12 +280,12 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
     try:
         for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+            targets.append(batch["target"].float().numpy())  # read on the CPU, before the batch moves
             batch = _to_device(batch, device)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 pred = forward(model, batch)
             _check_pred(pred, batch)
             preds.append(pred.float().cpu().numpy())
-            targets.append(batch["target"].float().cpu().numpy())
     finally:
         model.train(was_training)
     return np.concatenate(preds).astype(np.float64), np.concatenate(targets).astype(np.float64)
@@ -357,10 +346,9 @@ def _setup(model: nn.Module, cfg: TrainConfig) -> _Env:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         created_group = True
-    amp = cfg.amp
-    if amp is not None and device.type != "cuda":
-        warnings.warn(f"TrainConfig.amp={amp!r} needs a GPU; training in float32 on {device}", stacklevel=3)
-        amp = None
+    if cfg.amp in AMP_DTYPES and device.type != "cuda":
+        warnings.warn(f"TrainConfig.amp={cfg.amp!r} needs a GPU; training in float32 on {device}", stacklevel=3)
+    amp = resolve_amp(cfg.amp, device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -476,7 +464,7 @@ def _train_epoch(env: _Env, loader: _TrainLoader, opt: _Optim, cfg: TrainConfig,
                disable=not (env.main and cfg.progress), leave=False)
     for batch in bar:
         batch = _to_device(batch, env.device)
-        with _autocast(env.device, env.amp):
+        with autocast(env.device, env.amp):
             pred = forward(env.net, batch)
         _check_pred(pred, batch)
         p, t = _scaled(pred.float()), _scaled(batch["target"].float())

@@ -21,12 +21,21 @@ half-written one never exists. Resuming with another manifest, shard size or mod
 Within a shard, clips are batched by equal length (never padded together), so the scores do not
 depend on how shards are spread over processes.
 
-Parallelism: ``num_workers > 1`` spreads shards over that many worker processes ('spawn'
-context, one torch thread each). A model given as a checkpoint path is loaded by each worker
-(``sqa.models.checkpoint.load``); a module or callable is pickled to the workers, so its class
-must be importable there, and a script that starts workers needs the usual
-``if __name__ == "__main__":`` guard. On a machine with several GPUs, ``devices=["cuda:0", "cuda:1"]``
-starts one worker per device, each with its own copy of the model(s) on its device.
+Speed: the clips of the shards to label are decoded and resampled by a torch DataLoader
+(``loader_workers`` processes; by default one per CPU core but one when the model runs on a GPU,
+none on the CPU) while the model scores; clips wait in buckets of equal length until a bucket is
+a full batch, so the batches are exactly those of ``length_batches`` over each shard. On a GPU
+the models run under bf16 autocast by default (``amp="auto"``; off on the CPU); the precision is
+part of the job's fingerprint.
+
+Parallelism: ``num_workers > 1`` spreads the shards over that many scoring processes ('spawn'
+context, one torch thread each on the CPU), every n-th shard to each. A model given as a
+checkpoint path is loaded by each process (``sqa.models.checkpoint.load``); a module or callable
+is pickled to them, so its class must be importable there, and a script that starts them needs
+the usual ``if __name__ == "__main__":`` guard. Results come back to the job's process, which
+alone writes shards. On a machine with several GPUs, ``devices=["cuda:0", "cuda:1"]`` starts one
+process per device, each with its own copy of the model(s) and its own decoding workers
+(:func:`placement` gives the stage's choice).
 """
 
 from __future__ import annotations
@@ -45,7 +54,6 @@ import pandas as pd
 
 from sqa import atomic
 from sqa.data import audio, manifest
-from sqa.data.batching import length_batches
 
 if TYPE_CHECKING:
     import torch
@@ -94,33 +102,48 @@ def workers_for(num_workers: int, device: str = "cpu") -> int:
     return len(os.sched_getaffinity(0)) if device == "cpu" else 1
 
 
+def placement(device: str = "auto", num_workers: int = 0) -> dict[str, Any]:
+    """The stage's keyword arguments for :func:`pseudo_label`: one scoring process per GPU when
+    ``sqa run --gpus N`` gave several (``devices``), else ``device`` with :func:`workers_for`
+    processes (one per CPU core on the CPU, one on a GPU)."""
+    from sqa.training.devices import stage_devices
+
+    found = stage_devices(device)
+    if len(found) > 1:
+        return {"devices": found}
+    return {"device": found[0], "num_workers": workers_for(num_workers, "cpu" if found[0] == "cpu" else "cuda")}
+
+
 def pseudo_label(model_or_models: ModelLike | Sequence[ModelLike], df: pd.DataFrame,
                  roots: Mapping[str, Path], out_dir: Path | str, *, batch_size: int = 16,
-                 shard_size: int = 256, device: str = "cpu", num_workers: int = 1,
-                 devices: Sequence[str] | None = None, progress: bool = True) -> PseudoLabels:
+                 shard_size: int = 256, device: str = "auto", num_workers: int = 1,
+                 devices: Sequence[str] | None = None, amp: str | None = "auto",
+                 loader_workers: int | None = None, progress: bool = True) -> PseudoLabels:
     """Score every clip of ``df`` (audio at ``roots[corpus] / path``) into ``out_dir``, resumably.
 
     Modules are put in eval mode; in-process (``num_workers=1``, no ``devices``) they are moved
-    to ``device``. ``devices`` starts one worker per listed device instead (``num_workers``
-    must then be 1 or ``len(devices)``). Unreadable audio and non-finite scores are failures
-    (listed with their reason); an exception raised by a model stops the job, naming the clips.
+    to ``device`` (``"auto"``: the GPU when there is one) and each batch goes to its model's
+    device. ``devices`` starts one process per listed device instead (``num_workers`` must then
+    be 1 or ``len(devices)``). ``amp``: ``"auto"`` (bf16 on a GPU), ``None``, ``"bf16"``,
+    ``"fp16"`` (GPU only). Unreadable audio and non-finite scores are failures (listed with
+    their reason); an exception raised by a model stops the job, naming the clips.
     """
     models = list(model_or_models) if isinstance(model_or_models, (list, tuple)) else [model_or_models]
     _check_args(models, df, roots, batch_size, shard_size, num_workers, devices)
-    workers = list(devices) if devices else ([device] * num_workers if num_workers > 1 else None)
-    if workers:
+    place = _placement(device, amp, num_workers, devices, loader_workers)
+    if place.workers:
         _check_picklable(models)
     out_dir = Path(out_dir)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
-        _check_job(out_dir, df, shard_size, models)
+        _check_job(out_dir, df, shard_size, models, place.amp)
         for stale in shard_dir.glob(".shard-*.tmp.parquet"):
             stale.unlink()
         shards = _plan(df, roots, shard_size)
         done = _finished(out_dir, shards)
         todo = [s for s in shards if s.index not in done]
-        _run(models, todo, df, out_dir, batch_size, device, workers, progress,
+        _run(models, todo, df, out_dir, batch_size, place, progress,
              initial=sum(s.stop - s.start for s in shards if s.index in done))
         return _finish(out_dir, shards, df, len(models), shards_run=len(todo),
                        shards_skipped=len(shards) - len(todo))
@@ -208,18 +231,18 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fingerprint(df: pd.DataFrame, shard_size: int, models: list) -> dict:
+def _fingerprint(df: pd.DataFrame, shard_size: int, models: list, amp: str | None) -> dict:
     digest = hashlib.sha256()
     for utt, path in zip(df["utt_id"], df["path"]):
         digest.update(f"{utt}\0{path}\n".encode())
     return {"format": FORMAT, "n_rows": len(df), "manifest_sha256": digest.hexdigest(),
-            "shard_size": shard_size, "models": [model_identity(m) for m in models]}
+            "shard_size": shard_size, "models": [model_identity(m) for m in models], "amp": amp}
 
 
-def _check_job(out_dir: Path, df: pd.DataFrame, shard_size: int, models: list) -> None:
+def _check_job(out_dir: Path, df: pd.DataFrame, shard_size: int, models: list, amp: str | None) -> None:
     """Write ``job.json`` for a new job; for an existing one, refuse any other input or model."""
     job_file = out_dir / "job.json"
-    want = _fingerprint(df, shard_size, models)
+    want = _fingerprint(df, shard_size, models, amp)
     if not job_file.is_file():
         if any(shard_path(out_dir, 0).parent.glob("shard-*.parquet")):
             raise PseudoLabelError(f"{out_dir}: shard files exist but job.json is missing; "
@@ -228,7 +251,8 @@ def _check_job(out_dir: Path, df: pd.DataFrame, shard_size: int, models: list) -
         return
     have = json.loads(job_file.read_text())
     diffs = [f"{key}: job has {have.get(key)!r}, this call has {want[key]!r}"
-             for key in ("format", "n_rows", "manifest_sha256", "shard_size", "models") if have.get(key) != want[key]]
+             for key in ("format", "n_rows", "manifest_sha256", "shard_size", "models", "amp")
+             if have.get(key) != want[key]]
     if diffs:
         raise PseudoLabelError(f"{out_dir} holds a pseudo-labeling job for a different manifest or model; "
                                f"refusing to resume it ({'; '.join(diffs)}). Use a new out_dir or delete this one.")
@@ -255,69 +279,163 @@ def _finished(out_dir: Path, shards: list[_Shard]) -> set[int]:
 
 
 def _run(models: list, todo: list[_Shard], df: pd.DataFrame, out_dir: Path, batch_size: int,
-         device: str, workers: list[str] | None, progress: bool, initial: int) -> None:
-    """Label the ``todo`` shards in this process (``workers=None``) or in one process per entry
-    of ``workers`` (its device), committing each shard as it finishes."""
+         place: _Placement, progress: bool, initial: int) -> None:
+    """Label the ``todo`` shards in this process (``place.workers=None``) or in one process per
+    entry of ``place.workers`` (its device), committing each shard as it finishes."""
     from tqdm.auto import tqdm
 
     if not todo:
         return
     failed = 0
     with tqdm(total=len(df), initial=initial, desc="pseudo-labels", unit="clip", disable=not progress) as bar:
-        if workers is None:
-            scorer = _Scorer(models, device)
-            results = (_timed(scorer, shard, batch_size, bar.update) for shard in todo)
+        if place.workers is None:
+            scorer = _Scorer(models, place.device, place.amp)
+            results = _stream(scorer, todo, batch_size, place.loader_workers, bar.update)
         else:
-            results = _parallel(models, todo, batch_size, workers)
+            results = _parallel(models, todo, batch_size, place)
         for shard, preds, reasons, seconds in results:
-            if workers is not None:
+            if place.workers is not None:
                 bar.update(shard.stop - shard.start)
             failed += _commit(out_dir, shard, df, preds, reasons, seconds)
             bar.set_postfix(failed=failed, refresh=False)
 
 
-class _Scorer:
-    """The models of a job, ready on one device, scoring one shard at a time."""
+@dataclass(frozen=True)
+class _Placement:
+    """Where a job computes: its device and precision, the processes that decode audio for each
+    scoring process, and the scoring processes' devices (None: this process alone)."""
 
-    def __init__(self, models: list, device: str) -> None:
-        self.device = device
-        self.models = [_materialize(m, device) for m in models]
+    device: str
+    amp: str | None
+    loader_workers: int
+    workers: list[str] | None
 
-    def label(self, shard: _Shard, batch_size: int,
-              on_progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, list[str | None]]:
-        """Scores (clips x models, NaN where failed) and a failure reason (or None) per clip."""
-        n = len(shard.files)
-        waves: list[np.ndarray | None] = [None] * n
-        reasons: list[str | None] = [None] * n
-        for i, f in enumerate(shard.files):
-            try:
-                waves[i] = audio.load(f)
-            except (audio.AudioError, OSError) as err:
-                reasons[i] = f"unreadable audio: {err}"
-        if on_progress and any(reasons):
-            on_progress(sum(r is not None for r in reasons))
-        preds = np.full((n, len(self.models)), np.nan)
-        ok = [i for i in range(n) if waves[i] is not None]
-        for idx in length_batches([len(waves[i]) for i in ok], batch_size):
-            rows = [ok[j] for j in idx]
-            batch = np.stack([waves[r] for r in rows])
-            for m, model in enumerate(self.models):
-                preds[rows, m] = self._score(m, model, batch, [shard.utt_ids[r] for r in rows], shard.index)
+
+def _placement(device: str, amp: str | None, num_workers: int, devices: Sequence[str] | None,
+               loader_workers: int | None) -> _Placement:
+    from sqa.data.datasets import loader_workers as default_loader_workers
+    from sqa.training.devices import resolve_amp, resolve_device
+
+    resolved = str(resolve_device(device))
+    workers = list(devices) if devices else ([resolved] * num_workers if num_workers > 1 else None)
+    on_gpu = any(d.startswith("cuda") for d in (workers or [resolved]))
+    if loader_workers is None:  # decode in worker processes where the model computes on a GPU
+        loader_workers = default_loader_workers(False) // max(1, len(workers or [1])) if on_gpu else 0
+    return _Placement(resolved, resolve_amp(amp, resolved if not workers else workers[0]), loader_workers, workers)
+
+
+class _Clips:
+    """A map-style dataset of audio files: ``(position, wave or None, failure reason or None)``;
+    DataLoader workers decode and resample the next clips while the model scores."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, k: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return k, audio.load(self.files[k]), None
+        except (audio.AudioError, OSError) as err:
+            return k, None, f"unreadable audio: {err}"
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class _ShardWork:
+    """One shard in flight: clips wait in buckets of equal length until a bucket is a full batch
+    (or the shard's last clip arrived), so batches are those of ``length_batches`` over the shard."""
+
+    def __init__(self, shard: _Shard, n_models: int) -> None:
+        self.shard = shard
+        self.waves: dict[int, np.ndarray] = {}
+        self.reasons: list[str | None] = [None] * len(shard.files)
+        self.preds = np.full((len(shard.files), n_models), np.nan)
+        self.buckets: dict[int, list[int]] = {}
+
+    def add(self, i: int, wave: np.ndarray | None, reason: str | None, batch_size: int) -> list[int] | None:
+        """Take clip ``i``; returns a full batch of row indices when one is ready."""
+        if wave is None:
+            self.reasons[i] = reason
+            return None
+        self.waves[i] = wave
+        bucket = self.buckets.setdefault(len(wave), [])
+        bucket.append(i)
+        if len(bucket) == batch_size:
+            return self.buckets.pop(len(wave))
+        return None
+
+    def rest(self) -> list[list[int]]:
+        """The partial batches left when every clip arrived (in first-seen length order)."""
+        rest, self.buckets = list(self.buckets.values()), {}
+        return rest
+
+    def batch(self, rows: list[int]) -> np.ndarray:
+        return np.stack([self.waves.pop(r) for r in rows])
+
+    def result(self) -> tuple[np.ndarray, list[str | None]]:
+        for i in range(len(self.reasons)):
+            bad = [m for m in range(self.preds.shape[1]) if not np.isfinite(self.preds[i, m])]
+            if bad and self.reasons[i] is None:
+                self.reasons[i] = f"model(s) {bad} returned a non-finite score {self.preds[i, bad].tolist()}"
+                self.preds[i] = np.nan
+        return self.preds, self.reasons
+
+
+def _stream(scorer: "_Scorer", todo: list[_Shard], batch_size: int, loader_workers: int,
+            on_progress: Callable[[int], Any] | None = None) -> Iterator[tuple[_Shard, np.ndarray, list, float]]:
+    """Shard results in order; a DataLoader (``loader_workers`` processes, 0: this one) decodes
+    the clips of all ``todo`` shards ahead while the model scores full batches."""
+    from torch.utils.data import DataLoader
+
+    files = [f for s in todo for f in s.files]
+    if not files:
+        return
+    extra = {"prefetch_factor": max(2, 2 * batch_size // loader_workers)} if loader_workers else {}
+    clips = iter(DataLoader(_Clips(files), batch_size=None, shuffle=False, num_workers=loader_workers,
+                            collate_fn=_as_is, **extra))
+    for shard in todo:
+        t0 = time.perf_counter()
+        work = _ShardWork(shard, len(scorer.models))
+        for i in range(len(shard.files)):
+            _, wave, reason = next(clips)
+            rows = work.add(i, wave, reason, batch_size)
+            if rows:
+                scorer.score(work, rows)
+            if on_progress and (rows or wave is None):
+                on_progress(len(rows) if rows else 1)
+        for rows in work.rest():
+            scorer.score(work, rows)
             if on_progress:
                 on_progress(len(rows))
-        for i in ok:
-            bad = [m for m in range(len(self.models)) if not np.isfinite(preds[i, m])]
-            if bad:
-                reasons[i] = f"model(s) {bad} returned a non-finite score {preds[i, bad].tolist()}"
-                preds[i] = np.nan
-        return preds, reasons
+        yield shard, *work.result(), time.perf_counter() - t0
+
+
+class _Scorer:
+    """The models of a job, ready on one device, scoring batches of equal-length clips."""
+
+    def __init__(self, models: list, device: str, amp: str | None = None) -> None:
+        self.device, self.amp = device, amp
+        self.models = [_materialize(m, device) for m in models]
+
+    def score(self, work: _ShardWork, rows: list[int]) -> None:
+        batch = work.batch(rows)
+        utts = [work.shard.utt_ids[r] for r in rows]
+        for m, model in enumerate(self.models):
+            work.preds[rows, m] = self._score(m, model, batch, utts, work.shard.index)
 
     def _score(self, m: int, model: Callable, batch: np.ndarray, utts: list[str], shard: int) -> np.ndarray:
         import torch
 
+        from sqa.training.devices import autocast, model_device
+
         try:
-            with torch.inference_mode():
-                out = model(torch.from_numpy(batch).to(self.device))
+            device = model_device(model) if isinstance(model, torch.nn.Module) else torch.device(self.device)
+            with torch.inference_mode(), autocast(device, self.amp):
+                out = model(torch.from_numpy(batch).to(device))
             if isinstance(out, torch.Tensor):
                 out = out.detach().to("cpu", torch.float64).numpy()
             out = np.asarray(out, dtype=np.float64)
@@ -338,64 +456,67 @@ def _materialize(model: ModelLike, device: str) -> Callable:
     if isinstance(model, (str, Path)):
         from sqa.models import checkpoint
 
-        return checkpoint.load(model, map_location=device)[0]
+        return checkpoint.load(model, map_location=device)[0].eval()
     if isinstance(model, torch.nn.Module):
         return model.to(device).eval()
     return model
 
 
-def _timed(scorer: _Scorer, shard: _Shard, batch_size: int,
-           on_progress: Callable[[int], Any] | None = None) -> tuple[_Shard, np.ndarray, list[str | None], float]:
-    t0 = time.perf_counter()
-    preds, reasons = scorer.label(shard, batch_size, on_progress)
-    return shard, preds, reasons, time.perf_counter() - t0
-
-
-_WORKER: _Scorer | None = None
-
-
-def _worker_init(models: list, devices: Any) -> None:
-    """Worker process start: one torch thread, the models loaded onto this worker's device."""
+def _worker_main(models: list, device: str, shards: list[_Shard], batch_size: int, place: _Placement,
+                 results: Any) -> None:
+    """One scoring process: its models on ``device``, its shards streamed, each result (or the
+    error that stopped it) put on ``results``; it stops if the job's process is gone."""
     import torch
 
-    global _WORKER
-    torch.set_num_threads(1)
-    _WORKER = _Scorer(models, devices.get())
-
-
-def _worker_label(shard: _Shard, batch_size: int) -> tuple[_Shard, np.ndarray, list[str | None], float]:
-    assert _WORKER is not None, "worker used before _worker_init"
-    return _timed(_WORKER, shard, batch_size)
+    parent = os.getppid()
+    if not device.startswith("cuda"):
+        torch.set_num_threads(1)
+    try:
+        scorer = _Scorer(models, device, place.amp)
+        for result in _stream(scorer, shards, batch_size, place.loader_workers):
+            if os.getppid() != parent:
+                return
+            results.put(("shard", result))
+    except Exception as err:  # reported to the job's process, which raises it
+        results.put(("error", f"{type(err).__name__}: {err}"))
 
 
 def _parallel(models: list, todo: list[_Shard], batch_size: int,
-              workers: list[str]) -> Iterator[tuple[_Shard, np.ndarray, list[str | None], float]]:
-    """Shard results from worker processes ('spawn'), one per entry of ``workers`` (its device),
-    in completion order."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+              place: _Placement) -> Iterator[tuple[_Shard, np.ndarray, list[str | None], float]]:
+    """Shard results from one 'spawn' process per entry of ``place.workers`` (its device), each
+    streaming every n-th shard, in completion order."""
+    import queue
 
     import torch.multiprocessing
 
     ctx = torch.multiprocessing.get_context("spawn")
-    n = min(len(workers), len(todo))
-    devices = ctx.Queue()
-    for d in workers[:n]:
-        devices.put(d)
+    n = min(len(place.workers), len(todo))
+    results = ctx.Queue()
     specs = [str(m) if isinstance(m, Path) else m for m in models]
-    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_worker_init, initargs=(specs, devices)) as pool:
-        futures = [pool.submit(_worker_label, shard, batch_size) for shard in todo]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BrokenProcessPool as err:
-            raise RuntimeError(
-                "a pseudo-labeling worker process died (crashed, was killed, or could not unpickle a model). "
-                "Models given as modules or callables must be importable in a fresh process; pass a "
-                "checkpoint path, or use num_workers=1") from err
-        finally:
-            for fut in futures:
-                fut.cancel()
+    procs = [ctx.Process(target=_worker_main, args=(specs, d, todo[k::n], batch_size, place, results))
+             for k, d in enumerate(place.workers[:n])]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(len(todo)):
+            while True:
+                try:
+                    kind, payload = results.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if any(p.exitcode not in (None, 0) for p in procs):
+                        raise RuntimeError(
+                            "a pseudo-labeling worker process died (crashed, was killed, or could not unpickle a "
+                            "model). Models given as modules or callables must be importable in a fresh process; "
+                            "pass a checkpoint path, or use num_workers=1") from None
+            if kind == "error":
+                raise RuntimeError(f"a pseudo-labeling worker process failed: {payload}")
+            yield payload
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
 
 
 def _check_picklable(models: list) -> None:

@@ -27,6 +27,7 @@ _MODULES: dict[str, str] = {
     "plc-challenge": "plc_challenge",
     "generic-csv": "generic_csv",
     "demo": "demo",
+    "pool": "pool",
     "ratings": "listening",
 }
 

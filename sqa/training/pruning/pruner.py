@@ -96,14 +96,21 @@ def parse_size(size: str | int, params: int) -> int:
 
 
 def calibration_set(model: "nn.Module", df: pd.DataFrame, roots: Mapping[str, Path], n: int, window_s: float,
-                    seed: int = 0, fit_to: str = "teacher", batch_size: int = 8) -> "Calibration":
+                    seed: int = 0, fit_to: str = "teacher", batch_size: int = 8,
+                    device: str | None = None) -> "Calibration":
     """``n`` clips of ``df`` (drawn with ``seed``), centre ``window_s`` crops, with targets: the
-    model's own predictions on those crops (``fit_to="teacher"``) or the ``mos`` labels."""
+    model's own predictions on those crops (``fit_to="teacher"``) or the ``mos`` labels.
+
+    ``device`` (e.g. ``"auto"``) moves ``model`` there first, so calibration, pruning and
+    recovery run there; crops always go to the model's device."""
     import torch
 
     from sqa.data.datasets import ClipDataset
+    from sqa.training.devices import resolve_device
     from sqa.training.pruning.taylor import Calibration, predict_crops
 
+    if device is not None:
+        model.to(resolve_device(device))
     if fit_to not in ("teacher", "labels"):
         raise ValueError(f"fit_to={fit_to!r}: use 'teacher' or 'labels'")
     if not isinstance(n, int) or n < 1:
@@ -225,12 +232,14 @@ def inference_ms(model: "nn.Module", seconds: float = 4.0, threads: int = 1, rep
 
     import torch
 
+    from sqa.training.devices import model_device
+
     if repeats < 1:
         raise ValueError(f"inference_ms: repeats must be >= 1, got {repeats}")
     if clock not in ("wall", "cpu") or (clock == "cpu" and threads != 1):
         raise ValueError(f"inference_ms: clock must be 'wall', or 'cpu' with threads=1; got {clock!r}, {threads}")
     now = time.perf_counter if clock == "wall" else time.thread_time
-    device, was = next(model.parameters()).device, model.training
+    device, was = model_device(model), model.training
     model.cpu().eval()
     x = 0.1 * torch.randn(1, int(round(seconds * 16000)), generator=torch.Generator().manual_seed(0))
     old = torch.get_num_threads()

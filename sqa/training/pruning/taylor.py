@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sqa.models import count_params
+from sqa.training.devices import model_device
 from sqa.training.pruning.units import Counter, compact, kept_counts, owner_gates, unit_groups
 
 
@@ -58,7 +59,7 @@ def predict_crops(model: nn.Module, waves: Tensor, batch_size: int = 8) -> Tenso
     """MOS of each row as one window (eval mode), on the model's device; returned on the CPU."""
     was = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     out = torch.cat([model.score_crops(w.to(device)).float().cpu() for w in waves.split(batch_size)])
     model.train(was)
     return out
@@ -72,7 +73,7 @@ def importance(model: nn.Module, calibration: Calibration, batch_size: int = 8, 
     base = {g: u.mask for g, u in groups.items()}
     was = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     scores = {g: torch.zeros(u.n, dtype=torch.float64) for g, u in groups.items()}
     try:
         for waves, targets in zip(calibration.waves.split(batch_size), calibration.targets.split(batch_size)):
@@ -136,7 +137,7 @@ def select(model: nn.Module, scores: dict[str, Tensor], size: float, floor: floa
         kept[g] -= 1
         total += d
         removed[g] += 1
-    device = next(model.parameters()).device
+    device = model_device(model)
     for g, n in removed.items():
         if n:
             groups[g].mask = torch.from_numpy(masks[g]).float().to(device)
@@ -148,7 +149,7 @@ def recover(model: nn.Module, calibration: Calibration, steps: int, lr: float = 
     """A few AdamW steps on the calibration clips (BatchNorm statistics frozen); mean loss."""
     if steps <= 0:
         return float("nan")
-    device = next(model.parameters()).device
+    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
