@@ -89,8 +89,46 @@ def models_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
+
+
+def demo_e2e_block() -> str:
+    f = BENCH / "demo_e2e.json"
+    if not f.is_file():
+        return "Not measured yet: `python -m bench.demo_e2e`.\n"
+    data = json.loads(f.read_text())
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.demo_e2e`; {data['machine']['cores']} cores, "
+             f"1-min load {data['load_avg_1min_before']:.1f} before the run).", "",
+             "| stage run | wall (m:ss) |", "|---|---|"]
+    for r in data["stages"]:
+        detail = ", ".join(f"{k} {v}" for k, v in r["overrides"].items() if k != "baselines")
+        lines.append(f"| {r['stage']}{' (' + detail + ')' if detail else ''} | {_clock(r['seconds'])} |")
+    lines.append(f"| **total** | **{_clock(data['total_s'])}** |")
+    p = data["points"]
+    t, s, pr = p["teacher_vs_released_distillmos"], p["distilled_vs_labeled_only"], p["pruning"]
+    lines += ["", f"What it shows (clip-weighted test PCC on the demo's PESQ-WB labels): the teacher "
+              f"{t['teacher']:.3f} vs. the released DistillMOS {t['distillmos']:.3f}; the 250k student distilled "
+              f"{s['distill']:.3f} vs. labeled-only {s['labeled-only']:.3f}; the teacher pruned to "
+              f"{_count(pr['target'])} has {pr['params']:,} parameters; 06 wrote "
+              f"{', '.join(p['analysis_files'])}."]
+    return "\n".join(lines) + "\n"
+
+
+def test_suite_block() -> str:
+    f = BENCH / "test_suite.json"
+    if not f.is_file():
+        return "Not measured yet: `python -m bench.test_suite`.\n"
+    data = json.loads(f.read_text())
+    counts = ", ".join(f"{n} {k}" for k, n in data["outcome"].items())
+    return (f"`make test` took **{_clock(data['wall_s'])}** ({counts}; {data['machine']['cores']} cores, 1-min "
+            f"load {data['load_avg_1min_before']:.1f} before the run) — from `{f.relative_to(ROOT)}` "
+            f"(`python -m bench.test_suite`).\n")
+
+
 def blocks() -> dict[str, str]:
-    out = {"models": models_block(), "speed-protocol": f"Speed, everywhere in this README: {SPEED_PROTOCOL}.\n"}
+    out = {"models": models_block(), "speed-protocol": f"Speed, everywhere in this README: {SPEED_PROTOCOL}.\n",
+           "demo-e2e": demo_e2e_block(), "test-suite": test_suite_block()}
     for profile in PROFILES:
         out[f"results-{profile}"] = results_block(profile)
         out[f"speed-{profile}"] = speed_block(profile)

@@ -40,3 +40,11 @@ def test_publish_copies_the_small_tables(tmp_path, monkeypatch):
     dest = readme_tables.publish(run)
     assert sorted(p.name for p in dest.iterdir()) == ["results_pcc.md"]
     assert "| a | 0.5 |" in readme_tables.results_block("demo")
+
+
+def test_test_suite_outcome_is_read_from_pytests_closing_line():
+    from bench.test_suite import outcome_counts
+
+    assert outcome_counts("3 failed, 420 passed, 1 skipped, 2 errors in 300.12s (0:05:00)") == {
+        "failed": 3, "passed": 420, "skipped": 1, "errors": 2}
+    assert outcome_counts("no tests ran in 0.01s") == {}
