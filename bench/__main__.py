@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
-SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite")
+SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite", "gpu", "lazy_memory")
 
 
 def benchmarks() -> list[str]:
