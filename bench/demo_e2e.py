@@ -48,6 +48,7 @@ def stage_points(runs: list[dict]) -> dict:
     return {
         "teacher_vs_released_distillmos": {"teacher": pcc[teacher], "distillmos": pcc["distillmos"],
                                            "teacher_wins": pcc[teacher] > pcc["distillmos"]},
+        "student_size": students["distill"]["size"],
         "distilled_vs_labeled_only": {mode: _pcc(m) for mode, m in students.items()}
         | {"distilled_wins": _pcc(students["distill"]) > _pcc(students["labeled-only"])},
         "pruning": {"target": prune["target_params"], "params": prune["params_after"],

@@ -108,7 +108,7 @@ def demo_e2e_block() -> str:
     p = data["points"]
     t, s, pr = p["teacher_vs_released_distillmos"], p["distilled_vs_labeled_only"], p["pruning"]
     lines += ["", f"What it shows (clip-weighted test PCC on the demo's PESQ-WB labels): the teacher "
-              f"{t['teacher']:.3f} vs. the released DistillMOS {t['distillmos']:.3f}; the 250k student distilled "
+              f"{t['teacher']:.3f} vs. the released DistillMOS {t['distillmos']:.3f}; the {p['student_size']} student distilled "
               f"{s['distill']:.3f} vs. labeled-only {s['labeled-only']:.3f}; the teacher pruned to "
               f"{_count(pr['target'])} has {pr['params']:,} parameters; 06 wrote "
               f"{', '.join(p['analysis_files'])}."]

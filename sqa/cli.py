@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
     rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
     rep.add_argument("--quick", action="store_true",
-                     help="the quick demo (make demo): each stage once at 250k, 04 also labeled-only, fast "
+                     help="the quick demo (make demo): each stage once, 04 also labeled-only, fast "
                           "baselines; without it, the profile's sweeps of sizes, modes and seeds")
     rep.add_argument("-q", "--quiet", action="store_true", help="do not stream the stage's progress and output")
     rep.set_defaults(func=_reproduce)
