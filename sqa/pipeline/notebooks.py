@@ -223,7 +223,7 @@ RULES: dict[str, dict[str, Rule]] = {
                    "mode": one_of("distill", "labeled-only"), "labeled_mix": in_range(0, 1)},
     "05_prune": {"size": matches(_COUNT + r"|\d+(\.\d+)?%", "a parameter count (1M, 250k) or a share (29%)"),
                  "method": one_of("taylor", "l0"), "calibration_clips": in_range(1), "steps": in_range(1),
-                 "finetune_epochs": in_range(0)},
+                 "finetune_epochs": in_range(0), "finetune_on": one_of("pool", "labeled")},
     "06_analysis": {"baselines": subset_from("sqa.models.baselines", "NAMES"), "n_boot": in_range(1)},
     "07_listen": {"split": choices_from("sqa.data.manifest", "SPLITS"), "n_clips": in_range(1)},
 }
