@@ -4,7 +4,6 @@ missing files become CSV rows with reasons without stopping the batch; list file
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
@@ -13,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sqa import export, score
+from sqa import cli, export, score
 from sqa.data import audio
 from sqa.models import checkpoint, count_params, student
 
@@ -66,15 +65,8 @@ BAD = {"corrupt.wav": "corrupt audio header", "empty.flac": "corrupt audio heade
        "zero frames.wav": "empty audio (0 frames)"}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sqa")
-    score.add_parser(p.add_subparsers(dest="command", required=True))
-    return p
-
-
 def run_cli(*argv: str) -> int:
-    args = parser().parse_args(["score", *argv])
-    return args.func(args)
+    return cli.main(["score", *argv])
 
 
 def read_csv(path) -> list[dict]:
@@ -102,7 +94,7 @@ def test_folder_scores_good_files_and_reports_bad_ones(folder, model_run, tmp_pa
         assert reason in row["error"], row
     assert len({rows[str(folder / n)]["mos"] for n in GOOD}) > 1
     text = out.read_text()
-    assert text.startswith('"path","mos","duration_s","status","error"\n')
+    assert text.startswith('"path","mos","duration_s","status","error","warning"\n')
     assert f'"{folder / "b, with comma.flac"}"' in text
     assert '""quoted""' in text  # csv quoting of quotes inside a name
     printed = capsys.readouterr().out
@@ -223,7 +215,7 @@ def test_model_resolution_errors(folder, tmp_path, capsys) -> None:
         score.resolve_model(str(junk))
     assert run_cli(str(folder / "a.wav"), "--model", "no-such-model") == 2
     assert "sqa score: error: --model 'no-such-model'" in capsys.readouterr().err
-    with pytest.raises(score.ScoreError, match="is a folder; give the path of the CSV"):
+    with pytest.raises(score.ScoreError, match="is a folder; refusing to replace it"):
         score.score([folder / "a.wav"], "dnsmos-p808", out=tmp_path)
     with pytest.raises(score.ScoreError, match="--batch must be >= 1"):
         score.score([folder / "a.wav"], "dnsmos-p808", batch_size=0)
