@@ -341,6 +341,7 @@ def _onnx_session(path: Path, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False  # the arena grows with each new batch shape and never shrinks
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -303,10 +303,15 @@ def read_clip(path: Path, min_s: float = MIN_SECONDS) -> tuple[np.ndarray | None
 
 def level_warning(wave: np.ndarray) -> str | None:
     """A warning for silent or near-silent clips (RMS below :data:`SILENT_DBFS`), else None."""
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    step = 1 << 20  # in blocks: no temporary as large as a long clip
+    energy, peak = 0.0, 0.0
+    for i in range(0, len(wave), step):
+        block = wave[i:i + step].astype(np.float64)
+        energy += float(np.dot(block, block))
+        peak = max(peak, float(np.max(np.abs(block))))
     if peak == 0.0:
         return "silent: every sample is zero; the score means little"
-    rms = math.sqrt(float(np.mean(np.square(wave, dtype=np.float64))))
+    rms = math.sqrt(energy / len(wave))
     level = 20.0 * math.log10(rms) if rms > 0 else -math.inf
     if level < SILENT_DBFS:
         return f"near-silent: RMS {level:.1f} dBFS (below {SILENT_DBFS:g} dBFS); the score means little"

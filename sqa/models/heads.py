@@ -367,10 +367,12 @@ def _mel_db(transform: nn.Module, wave: Tensor, first: int, stop: int) -> Tensor
     mel = transform.MelSpectrogram
     spec, n_fft, hop = mel.spectrogram, mel.n_fft, mel.hop_length
     lo, hi = first * hop - n_fft // 2, (stop - 1) * hop + n_fft - n_fft // 2
-    seg = wave[:, max(lo, 0):min(hi, wave.shape[1])]
-    if lo < 0 or hi > wave.shape[1]:
-        pad = (max(0, -lo), max(0, hi - wave.shape[1]))
-        seg = torch.nn.functional.pad(seg.unsqueeze(1), pad, mode=spec.pad_mode).squeeze(1)
+    total = wave.shape[1]
+    seg = wave[:, max(lo, 0):min(hi, total)]
+    if lo < 0:  # the whole clip's reflect padding (edge sample not repeated), taken from the clip
+        seg = torch.cat([wave[:, 1:1 - lo].flip(1), seg], dim=1)
+    if hi > total:
+        seg = torch.cat([seg, wave[:, total - 1 - (hi - total):total - 1].flip(1)], dim=1)
     power = AF.spectrogram(seg, pad=spec.pad, window=spec.window, n_fft=spec.n_fft, hop_length=spec.hop_length,
                            win_length=spec.win_length, power=spec.power, normalized=spec.normalized, center=False,
                            onesided=spec.onesided)
