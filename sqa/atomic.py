@@ -61,15 +61,20 @@ def check_destination(path: Path | str) -> Path:
     parent folders, as the write would."""
     path = Path(path)
     _refuse_non_regular(path)
+    os.unlink(_temp_beside(path, ".tmp-probe"))
+    return path
+
+
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """A new empty file in ``path``'s folder (created if missing), or a :class:`DestinationError`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp-probe", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
         why = "a parent is not a folder" if err.errno in (errno.ENOTDIR, errno.EEXIST) else err.strerror
         raise DestinationError(f"{path}: cannot write there ({why})") from err
     os.close(fd)
-    os.unlink(probe)
-    return path
+    return Path(tmp)
 
 
 def partial_path(path: Path | str) -> Path:
@@ -89,10 +94,7 @@ def atomic_path(path: Path | str, keep_partial: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     _refuse_non_regular(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(path, ".tmp" + path.suffix)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
