@@ -24,12 +24,13 @@ import pytest
 import safetensors.torch
 import soundfile as sf
 import torch
-from signals import speechlike
 
 from sqa import atomic, cli, export, score
 from sqa.data import audio, manifest, merge
 from sqa.data.corpora import generic_csv
 from sqa.models import checkpoint, heads, student, teacher
+
+from signals import speechlike
 
 SR = 16000
 REPO = Path(__file__).resolve().parent.parent

@@ -4,14 +4,13 @@ tolerance, sidecars describe the export, and bad sources fail clearly."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from sqa import export
+from sqa import cli, export
 from sqa.models import checkpoint, count_params, student
 
 from signals import speechlike
@@ -168,8 +167,7 @@ def test_int8_within_tolerance(small, small_onnx, small_ts, fmt) -> None:
 
 def test_cli_writes_default_file_and_reports(small, tmp_path, capsys) -> None:
     _, run = small
-    parser = argparse.ArgumentParser(prog="sqa")
-    export.add_parser(parser.add_subparsers(dest="command", required=True))
+    parser = cli.build_parser()
     out = tmp_path / "cli" / "m.onnx"
     args = parser.parse_args(["export", "--run", str(run / "model.safetensors"), "--format", "onnx",
                               "--out", str(out)])
