@@ -20,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
-SLOW = ("demo_corpus", "distill", "pruned_vs_distilled")
+SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "score_memory")
 
 
 def benchmarks() -> list[str]:
