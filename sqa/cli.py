@@ -126,7 +126,7 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
                         "dnsmos-p835, mfcc-sqa")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV to write, rows as they are scored (default or '-': print the CSV to stdout); "
-                        "checked before scoring; an interrupted batch keeps its rows in <out>.partial.csv")
+                        "checked before scoring; an interrupted batch keeps its rows in <out stem>.partial.csv")
     p.add_argument("--batch", type=int, default=8, help="clips of equal length per forward pass (default 8)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--profile", default="demo", choices=list(paths.PROFILES),
