@@ -13,7 +13,10 @@ Clips: a speech-like harmonic signal under a syllable envelope with noise, 16 kH
 (one minute, tiled for the long clip). One thread per process (the machine is shared).
 Writes ``bench/results/score_memory.json``.
 
-    python -m bench.score_memory [--models distillmos mfcc-sqa ...] [--minutes 1 30]
+    python -m bench.score_memory [--models distillmos mfcc-sqa ...] [--minutes 1 30] [--update]
+
+``--update`` keeps the rows of models not measured in this run from the existing result file
+(to re-measure one model).
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--minutes", nargs=2, type=int, default=[1, 30], metavar=("SHORT", "LONG"))
+    parser.add_argument("--update", action="store_true", help="keep the other models' rows of the result file")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "CLIP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -141,8 +145,19 @@ def main(argv: list[str] | None = None) -> dict | None:
             print(f"{name:22s} peak {row[f'peak_mb_{args.minutes[0]}min']:7.0f} MB ({args.minutes[0]} min) "
                   f"{row[f'peak_mb_{args.minutes[1]}min']:7.0f} MB ({args.minutes[1]} min)  ratio {row['ratio']:.3f}  "
                   f"{row[f'seconds_{args.minutes[1]}min']:.0f} s", flush=True)
-            atomic.write_json(results_dir() / "score_memory.json", result)  # after each model: nothing lost
+            write(result, args.update)  # after each model: nothing lost
     return result
+
+
+def write(result: dict, update: bool) -> None:
+    """Write the result file; with ``update``, rows of models measured before (and not now) stay."""
+    path = results_dir() / "score_memory.json"
+    if update and path.is_file():
+        mine = {row["model"] for row in result["rows"]}
+        kept = [row for row in json.loads(path.read_text())["rows"] if row["model"] not in mine]
+        order = {name: i for i, name in enumerate(MODELS)}
+        result = {**result, "rows": sorted(kept + result["rows"], key=lambda row: order[row["model"]])}
+    atomic.write_json(path, result)
 
 
 if __name__ == "__main__":
