@@ -20,7 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
-SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite", "gpu", "lazy_memory")
+SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite", "gpu", "lazy_memory",
+        "score_memory")
 
 
 def benchmarks() -> list[str]:

@@ -126,9 +126,36 @@ def test_suite_block() -> str:
             f"(`python -m bench.test_suite`).\n")
 
 
+def score_memory_block() -> str:
+    f = BENCH / "score_memory.json"
+    data = json.loads(f.read_text())
+    short, long = data["minutes"]
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.score_memory`; {data['threads']} thread, peak resident "
+             f"set size of a fresh process per model and clip).", "",
+             f"| model | peak MB, {short} min | peak MB, {long} min | ratio (target ≤ {data['target_ratio']}) |",
+             "|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['model']} | {r[f'peak_mb_{short}min']:.0f} | {r[f'peak_mb_{long}min']:.0f} | "
+                     f"{r['ratio']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def lazy_memory_block() -> str:
+    f = BENCH / "lazy_memory.json"
+    data = json.loads(f.read_text())
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.lazy_memory`).", "",
+             f"| clips ({data['clips_seconds']:g} s each, batch {data['batch_size']}, {data['loader_workers']} loader "
+             "workers) | peak PSS, process + workers |", "|---|---|"]
+    for part in ("small", "large"):
+        lines.append(f"| {data[part]['clips']:,} | {data[part]['peak_pss_mb']:,.0f} MB |")
+    lines += ["", f"Ratio {data['ratio']:.2f} (target ≤ {data['ratio_max']})."]
+    return "\n".join(lines) + "\n"
+
+
 def blocks() -> dict[str, str]:
     out = {"models": models_block(), "speed-protocol": f"Speed, everywhere in this README: {SPEED_PROTOCOL}.\n",
-           "demo-e2e": demo_e2e_block(), "test-suite": test_suite_block()}
+           "demo-e2e": demo_e2e_block(), "test-suite": test_suite_block(), "score-memory": score_memory_block(),
+           "lazy-memory": lazy_memory_block()}
     for profile in PROFILES:
         out[f"results-{profile}"] = results_block(profile)
         out[f"speed-{profile}"] = speed_block(profile)

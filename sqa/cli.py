@@ -100,14 +100,20 @@ def _stages(_: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    to_stdout = args.out is None or str(args.out) == score.STDOUT
     try:
-        rows, summary = score.score(args.paths, args.model, args.out, args.batch, args.device, args.profile,
-                                    progress=sys.stderr.isatty())
+        rows, summary = score.score(args.paths, args.model, None if to_stdout else args.out, args.batch,
+                                    args.device, args.profile, progress=sys.stderr.isatty(),
+                                    stream=sys.stdout if to_stdout else None)
     except score.ScoreError as err:
         print(f"sqa score: error: {err}", file=sys.stderr)
         return 2
-    if args.out is None:
-        sys.stdout.write(score.csv_text(rows))
+    except BaseException:
+        if not to_stdout and score.atomic.partial_path(args.out).is_file():
+            print(f"sqa score: interrupted; the rows scored so far are in {score.atomic.partial_path(args.out)}",
+                  file=sys.stderr)
+        raise
+    if to_stdout:
         print(score.report(summary, rows), file=sys.stderr)
     else:
         print(score.report(summary, rows))
@@ -121,6 +127,10 @@ def _export(args: argparse.Namespace) -> int:
     except export.ExportError as err:
         print(f"sqa export: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - anything else is reported as one clear line, not a traceback
+        print(f"sqa export: error: export of {args.run} failed unexpectedly ({type(err).__name__}: {err}); "
+              "nothing was written", file=sys.stderr)
+        return 1
     meta = json.loads(export.sidecar_path(out).read_text())
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {args.format}{' int8' if args.int8 else ''}, "
           f"window {meta['window_s']:g} s, max |diff| vs PyTorch {meta['check_max_abs_diff_vs_torch']:.2g} MOS)")
@@ -139,7 +149,9 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
                    help="a size like 1M or 250k (latest 04_distill run of --profile), a run folder, a "
                         ".safetensors checkpoint, an exported .onnx, or a baseline: distillmos, dnsmos-p808, "
                         "dnsmos-p835, mfcc-sqa")
-    p.add_argument("--out", type=Path, default=None, help="CSV to write (default: print the CSV to stdout)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV to write, rows as they are scored (default or '-': print the CSV to stdout); "
+                        "checked before scoring; an interrupted batch keeps its rows in <out stem>.partial.csv")
     p.add_argument("--batch", type=int, default=8, help="clips of equal length per forward pass (default 8)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--profile", default="demo", choices=list(paths.PROFILES),

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from sqa import atomic
-from sqa.data.audio import segment
+from sqa.data.audio import iter_segments
 from sqa.models import count_params
 
 if TYPE_CHECKING:
@@ -319,13 +319,19 @@ def _runtime_versions(fmt: str) -> dict:
 def export(source: Path | str, fmt: str = "onnx", out: Path | str | None = None, *, int8: bool = False,
            window_s: float | None = None, opset: int = OPSET) -> Path:
     """Export the checkpoint of a run folder or ``.safetensors`` file; returns the written file."""
-    model, meta, path = load_source(source)
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    path = checkpoint_file(source)
+    out = Path(out or default_out(path, fmt, int8))
+    for target in (out, sidecar_path(out)):
+        try:
+            atomic.check_destination(target)  # before the (slow) load and export
+        except atomic.DestinationError as err:
+            raise ExportError(f"--out {err}") from None
+    model, meta, path = load_source(path)
     window = window_for(model, window_s)
     meta = {**meta, "source": str(path), "source_sha256": sha256(path)}
-    return export_model(model, out or default_out(path, fmt, int8), fmt, int8=int8, window=window, meta=meta,
-                        opset=opset)
+    return export_model(model, out, fmt, int8=int8, window=window, meta=meta, opset=opset)
 
 
 def _onnx_session(path: Path, threads: int):
@@ -335,6 +341,7 @@ def _onnx_session(path: Path, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_cpu_mem_arena = False  # the arena grows with each new batch shape and never shrinks
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -367,6 +374,7 @@ class OnnxScorer:
             raise ExportError(f"{self.path}: onnxruntime cannot load it ({err})") from err
         self.name = self.path.name
         self.n_params = int(self.meta.get("n_params", 0))
+        self.min_samples = int((self.meta.get("config") or {}).get("stft_win", 1))
 
     def run_windows(self, windows: np.ndarray) -> np.ndarray:
         """MOS of each row of ``windows`` (n, window_samples) as one window."""
@@ -377,23 +385,33 @@ class OnnxScorer:
         return self.session.run(None, {"wave": windows})[0].astype(np.float64)
 
     def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
-        """MOS (1-5) per clip, shape ``(len(waveforms),)``; clips may differ in length."""
+        """MOS (1-5) per clip, shape ``(len(waveforms),)``; clips may differ in length. Windows are
+        cut and scored ``batch_size`` at a time, so memory does not grow with a clip's length."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sums = np.zeros(len(waveforms))
+        counts = np.zeros(len(waveforms), dtype=np.int64)
         owners: list[int] = []
-        windows: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
         for i, wave in enumerate(waveforms):
             wave = np.asarray(wave, dtype=np.float32)
             if wave.ndim != 1 or wave.size == 0:
                 raise ValueError(f"{self.name}: waveform {i} must be a non-empty 1-D array, got shape {wave.shape}")
-            segs = segment(wave, self.window.samples, self.window.hop)
-            windows.extend(segs)
-            owners.extend([i] * len(segs))
-        scores = np.concatenate([self.run_windows(np.stack(windows[s:s + batch_size]))
-                                 for s in range(0, len(windows), batch_size)]) if windows else np.zeros(0)
-        sums = np.bincount(owners, weights=scores, minlength=len(waveforms))
-        counts = np.bincount(owners, minlength=len(waveforms))
+            for window in iter_segments(wave, self.window.samples, self.window.hop):
+                owners.append(i)
+                batch.append(window)
+                if len(batch) == batch_size:
+                    self._add(sums, counts, owners, batch)
+        if batch:
+            self._add(sums, counts, owners, batch)
         return sums / np.maximum(counts, 1)
+
+    def _add(self, sums: np.ndarray, counts: np.ndarray, owners: list[int], batch: list[np.ndarray]) -> None:
+        """Score ``batch`` and add each window's MOS to its clip's sum; empties both lists."""
+        np.add.at(sums, owners, self.run_windows(np.stack(batch)))
+        np.add.at(counts, owners, 1)
+        owners.clear()
+        batch.clear()
 
     def __call__(self, waves: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """MOS (B,) of a (B, T) batch, like ``ConvTransformerSQA.forward``."""

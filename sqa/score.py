@@ -17,19 +17,29 @@ file exported by ``sqa export`` (scored with :class:`sqa.export.OnnxScorer`); or
 ``1M``/``250k``: the latest finished ``04_distill`` run of ``--profile`` whose tag starts with
 ``size-<size>_`` (from ``outputs/registry.jsonl``).
 
-Output: a CSV (``path, mos, duration_s, status, error``; ``status`` is ``ok`` or ``failed``;
-``error`` names why a file failed), written atomically to ``--out`` or, without ``--out``, to
-stdout. The summary (files scored/failed, mean/std MOS, wall seconds, audio seconds per wall
-second) and the failed files with their reasons go to stdout with ``--out``, else to stderr.
-A file that cannot be read (corrupt, empty, missing, NaN samples, ...) or that the model fails
-on never stops the batch.
+Output: a CSV (``path, mos, duration_s, status, error, warning``; ``status`` is ``ok`` or
+``failed``; ``error`` names why a file failed; ``warning`` flags clips that were scored but whose
+score may mean little: silent or near-silent ones), written to ``--out`` or, without ``--out`` or
+with ``--out -``, to stdout. Rows are written as they are scored: ``--out`` is checked writable
+(and refused if it is a symlink, device or folder) before any model is loaded or file read; the
+rows go to a temporary file beside it, renamed onto ``--out`` when the batch ends; if the batch is
+interrupted, the rows scored so far are kept in ``<out stem>.partial.csv``. The summary (files
+scored/failed, mean/std MOS, wall seconds, audio seconds per wall second) and the failed files
+with their reasons go to stdout with ``--out``, else to stderr.
+
+A file that cannot be read (corrupt, empty, missing, NaN samples, a header that lies about its
+length, a rate outside 8-192 kHz, any exception of the decoder) or that the model fails on, or a
+clip shorter than the model's minimum duration (:data:`MIN_SECONDS`), fails that file with the
+reason and never stops the batch.
 
 Exit codes: 0 if at least one file was scored; 1 if none was (all failed or no input); 2 for
 a usage error (unknown model, no such run, bad ``--batch`` or ``--device``).
 
 Batching: clips of equal length (after resampling) share a forward pass of up to ``--batch``
-clips; the others run one by one (every model windows long clips itself). Files are read in
-groups of at most ``GROUP_SIZE`` so memory stays bounded for large folders.
+clips; the others run one by one (every model windows long clips itself, ``--batch`` windows at a
+time, so memory does not grow with a clip's length beyond the clip itself). Files are read in
+groups of at most ``GROUP_SIZE`` files and ``GROUP_SECONDS`` of audio (a longer clip is a group of
+its own) so memory stays bounded for large folders.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
@@ -50,9 +60,13 @@ from sqa.data import audio
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_SUFFIXES = (".txt", ".lst")
-CSV_COLUMNS = ("path", "mos", "duration_s", "status", "error")
-GROUP_SIZE = 64  # files decoded and held in memory at once
+CSV_COLUMNS = ("path", "mos", "duration_s", "status", "error", "warning")
+GROUP_SIZE = 64  # files decoded and held in memory at once, at most ...
+GROUP_SECONDS = 600.0  # ... and at most this much audio (38 MB at 16 kHz float32)
 DISTILL_STAGE = "04_distill"
+STDOUT = "-"  # ``--out -``: the CSV goes to standard output
+MIN_SECONDS = 0.5  # shortest clip any model scores: below it there is hardly one syllable to judge
+SILENT_DBFS = -60.0  # RMS below this: the clip is flagged near-silent (still scored)
 
 
 class ScoreError(ValueError):
@@ -75,6 +89,7 @@ class Row:
     mos: float | None = None
     duration_s: float | None = None
     error: str | None = None
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -89,6 +104,7 @@ class Model:
     predict: Callable[[Sequence[np.ndarray], int], np.ndarray]
     n_params: int
     source: str
+    min_seconds: float = MIN_SECONDS  # shorter clips fail with the reason
 
 
 # ------------------------------------------------------------------ inputs
@@ -145,7 +161,7 @@ def resolve_model(spec: str, profile: str = "demo", device: str = "cpu", threads
 
     if spec in baselines.NAMES:
         b = baselines.get(spec, device=device, intra_op_threads=threads)
-        return Model(spec, b.predict, b.n_params, f"baseline {spec}")
+        return Model(spec, b.predict, b.n_params, f"baseline {spec}", min_seconds(b.min_samples))
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "model.safetensors").is_file():
@@ -194,7 +210,8 @@ def _checkpoint_model(path: Path, device: str) -> Model:
     except checkpoint.CheckpointError as err:
         raise ScoreError(f"--model: {err}") from err
     scorer = baselines.TorchBaseline(info.arch, module, module, device)
-    return Model(f"{info.arch} ({path})", scorer.predict, scorer.n_params, str(path))
+    need = int(getattr(getattr(module, "config", None), "stft_win", 1))
+    return Model(f"{info.arch} ({path})", scorer.predict, scorer.n_params, str(path), min_seconds(need))
 
 
 def _onnx_model(path: Path, threads: int) -> Model:
@@ -204,7 +221,13 @@ def _onnx_model(path: Path, threads: int) -> Model:
         scorer = OnnxScorer(path, threads)
     except ExportError as err:
         raise ScoreError(f"--model: {err}") from err
-    return Model(f"onnx ({path})", scorer.predict, scorer.n_params, str(path))
+    return Model(f"onnx ({path})", scorer.predict, scorer.n_params, str(path), min_seconds(scorer.min_samples))
+
+
+def min_seconds(model_min_samples: int) -> float:
+    """A model's minimum clip duration: :data:`MIN_SECONDS`, or longer if the model's own
+    analysis window (e.g. its STFT) needs more samples at 16 kHz."""
+    return max(MIN_SECONDS, model_min_samples / audio.TARGET_SR)
 
 
 # ------------------------------------------------------------------ scoring
@@ -212,33 +235,87 @@ def _onnx_model(path: Path, threads: int) -> Model:
 
 def score_items(items: Sequence[Item], model: Model, batch_size: int = 8, progress: bool = False) -> list[Row]:
     """One row per item, in order; failures become rows with ``error`` set."""
-    from tqdm import tqdm
+    return list(iter_rows(items, model, batch_size, progress))
+
+
+def iter_rows(items: Sequence[Item], model: Model, batch_size: int = 8, progress: bool = False) -> Iterator[Row]:
+    """Yield one row per item, in order, as soon as its group is scored (so callers can write
+    results as they come); failures become rows with ``error`` set."""
+    from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ScoreError(f"--batch must be >= 1, got {batch_size}")
     rows = [Row(str(item.path), error=item.error) for item in items]
     todo = [i for i, item in enumerate(items) if item.error is None]
-    bar = tqdm(total=len(todo), unit="file", disable=not progress, file=sys.stderr)
-    for start in range(0, len(todo), GROUP_SIZE):
-        group, waves = [], []
-        for i in todo[start:start + GROUP_SIZE]:
-            try:
-                wave = audio.load(items[i].path)
-            except audio.AudioError as err:
-                rows[i].error = _without_prefix(str(err), items[i].path)
-                bar.update()
-                continue
-            rows[i].duration_s = len(wave) / audio.TARGET_SR
-            group.append(i)
-            waves.append(wave)
-        for i, mos in zip(group, _predict_isolated(model, waves, batch_size)):
-            if isinstance(mos, str):
-                rows[i].error = mos
-            else:
-                rows[i].mos = mos
-        bar.update(len(group))
-    bar.close()
-    return rows
+    done = 0  # rows before this index are yielded
+    with tqdm(total=len(todo), unit="file", disable=not progress, file=sys.stderr) as bar:
+        while todo:
+            group, waves, todo = _read_group(items, rows, todo, model, bar)
+            for i, mos in zip(group, _predict_isolated(model, waves, batch_size)):
+                if isinstance(mos, str):
+                    rows[i].error, rows[i].warning = mos, None
+                else:
+                    rows[i].mos = mos
+            bar.update(len(group))
+            upto = todo[0] if todo else len(rows)
+            yield from rows[done:upto]
+            done = upto
+    yield from rows[done:]
+
+
+def _read_group(items: Sequence[Item], rows: list[Row], todo: list[int], model: Model,
+                bar) -> tuple[list[int], list[np.ndarray], list[int]]:
+    """Read files from ``todo`` until ``GROUP_SIZE`` files or ``GROUP_SECONDS`` of audio are held;
+    returns the readable ones, their waves, and what is left to read."""
+    group: list[int] = []
+    waves: list[np.ndarray] = []
+    held = 0.0
+    taken = 0
+    for i in todo:
+        if len(group) >= GROUP_SIZE or (group and held >= GROUP_SECONDS):
+            break
+        taken += 1
+        wave, rows[i].error = read_clip(items[i].path, model.min_seconds)
+        if wave is None:
+            bar.update()
+            continue
+        rows[i].duration_s = len(wave) / audio.TARGET_SR
+        rows[i].warning = level_warning(wave)
+        held += rows[i].duration_s
+        group.append(i)
+        waves.append(wave)
+    return group, waves, todo[taken:]
+
+
+def read_clip(path: Path, min_s: float = MIN_SECONDS) -> tuple[np.ndarray | None, str | None]:
+    """``(wave, None)`` or ``(None, reason)``: any exception while reading fails this file only."""
+    try:
+        wave = audio.load(path)
+    except audio.AudioError as err:
+        return None, _without_prefix(str(err), path)
+    except Exception as err:  # noqa: BLE001 - a decoder bug on one file must not end the batch
+        return None, f"cannot read: {type(err).__name__}: {err}"
+    if len(wave) < min_s * audio.TARGET_SR:
+        return None, (f"clip is {len(wave) / audio.TARGET_SR:.3f} s long, shorter than the {min_s:g} s "
+                      "this model needs")
+    return wave, None
+
+
+def level_warning(wave: np.ndarray) -> str | None:
+    """A warning for silent or near-silent clips (RMS below :data:`SILENT_DBFS`), else None."""
+    step = 1 << 20  # in blocks: no temporary as large as a long clip
+    energy, peak = 0.0, 0.0
+    for i in range(0, len(wave), step):
+        block = wave[i:i + step].astype(np.float64)
+        energy += float(np.dot(block, block))
+        peak = max(peak, float(np.max(np.abs(block))))
+    if peak == 0.0:
+        return "silent: every sample is zero; the score means little"
+    rms = math.sqrt(energy / len(wave))
+    level = 20.0 * math.log10(rms) if rms > 0 else -math.inf
+    if level < SILENT_DBFS:
+        return f"near-silent: RMS {level:.1f} dBFS (below {SILENT_DBFS:g} dBFS); the score means little"
+    return None
 
 
 def _without_prefix(message: str, path: Path) -> str:
@@ -284,18 +361,30 @@ def summarize(rows: Sequence[Row], seconds: float) -> dict:
 def csv_text(rows: Sequence[Row]) -> str:
     """The CSV (header + one row per input); every field quoted, MOS with 4 decimals."""
     buf = io.StringIO()
-    writer = csv.writer(buf, quoting=csv.QUOTE_ALL, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in rows:
-        writer.writerow([r.path, "" if r.mos is None else f"{r.mos:.4f}",
-                         "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                         "ok" if r.ok else "failed", r.error or ""])
+    write_rows(rows, buf)
     return buf.getvalue()
 
 
-def write_csv(rows: Sequence[Row], path: Path | str) -> Path:
-    """Write :func:`csv_text` atomically."""
-    return atomic.write_text(path, csv_text(rows))
+def write_rows(rows: Iterator[Row] | Sequence[Row], stream: TextIO) -> list[Row]:
+    """Write the CSV header, then each row as it comes (flushed, so an interruption keeps every
+    row finished before it); returns the rows."""
+    writer = csv.writer(stream, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    done = []
+    for r in rows:
+        writer.writerow([r.path, "" if r.mos is None else f"{r.mos:.4f}",
+                         "" if r.duration_s is None else f"{r.duration_s:.3f}",
+                         "ok" if r.ok else "failed", r.error or "", r.warning or ""])
+        stream.flush()
+        done.append(r)
+    return done
+
+
+def write_csv(rows: Iterator[Row] | Sequence[Row], path: Path | str) -> list[Row]:
+    """Write rows as they come to a temporary file beside ``path``, renamed onto it at the end;
+    if the rows stop with an error, what was written stays in ``atomic.partial_path(path)``."""
+    with atomic.atomic_path(path, keep_partial=True) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        return write_rows(rows, fh)
 
 
 def training_note(source: str) -> str:
@@ -324,6 +413,10 @@ def report(summary: dict, rows: Sequence[Row]) -> str:
              f"scored {s['n_scored']} of {s['n_files']} files, {s['n_failed']} failed"]
     if s["n_scored"]:
         lines.append(f"MOS mean {s['mos_mean']:.3f}, std {s['mos_std']:.3f}")
+    warned = [r for r in rows if r.ok and r.warning]
+    if warned:
+        lines.append(f"{len(warned)} scored with a warning:")
+        lines += [f"  {r.path}: {r.warning}" for r in warned]
     lines.append(f"{s['seconds']:.1f} s (reading + scoring) for {s['audio_seconds']:.1f} s of audio "
                  f"({s['x_realtime']:.1f}x real time)")
     if s.get("note"):
@@ -336,8 +429,35 @@ def report(summary: dict, rows: Sequence[Row]) -> str:
 
 
 def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = None, batch_size: int = 8,
-          device: str = "cpu", profile: str = "demo", progress: bool = False) -> tuple[list[Row], dict]:
-    """Resolve ``model``, score every input, write the CSV to ``out`` (if given): ``(rows, summary)``."""
+          device: str = "cpu", profile: str = "demo", progress: bool = False,
+          stream: TextIO | None = None) -> tuple[list[Row], dict]:
+    """Resolve ``model``, score every input and return ``(rows, summary)``. The CSV rows are written
+    as they come to ``out`` (a path, checked before anything else is done; ``"-"`` is standard
+    output) or to ``stream``; with neither, nothing is written."""
+    _check_options(device, batch_size, profile)
+    if out is not None and str(out) != STDOUT:
+        try:
+            atomic.check_destination(out)
+        except atomic.DestinationError as err:
+            raise ScoreError(f"--out {err}") from None
+    items = find_inputs(inputs)
+    resolved = resolve_model(model, profile, device)
+    t0 = time.perf_counter()
+    rows_iter = iter_rows(items, resolved, batch_size, progress)
+    if out is not None and str(out) == STDOUT:
+        stream = sys.stdout
+    if out is not None and str(out) != STDOUT:
+        rows = write_csv(rows_iter, out)
+    elif stream is not None:
+        rows = write_rows(rows_iter, stream)
+    else:
+        rows = list(rows_iter)
+    summary = {**summarize(rows, time.perf_counter() - t0), "model": resolved.name, "n_params": resolved.n_params,
+               "note": training_note(resolved.source)}
+    return rows, summary
+
+
+def _check_options(device: str, batch_size: int, profile: str) -> None:
     if device not in ("cpu", "cuda"):
         raise ScoreError(f"--device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda":
@@ -347,16 +467,5 @@ def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = Non
             raise ScoreError("--device cuda: no CUDA device is available here; use --device cpu")
     if batch_size < 1:
         raise ScoreError(f"--batch must be >= 1, got {batch_size}")
-    if out is not None and Path(out).is_dir():
-        raise ScoreError(f"--out {out} is a folder; give the path of the CSV file to write")
     if profile not in paths.PROFILES:
         raise ScoreError(f"--profile must be one of {', '.join(paths.PROFILES)}, got {profile!r}")
-    items = find_inputs(inputs)
-    resolved = resolve_model(model, profile, device)
-    t0 = time.perf_counter()
-    rows = score_items(items, resolved, batch_size, progress)
-    summary = {**summarize(rows, time.perf_counter() - t0), "model": resolved.name, "n_params": resolved.n_params,
-               "note": training_note(resolved.source)}
-    if out is not None:
-        write_csv(rows, out)
-    return rows, summary

@@ -396,3 +396,27 @@ def test_import_and_native_rate_load_do_not_import_torch(tmp_path: Path) -> None
     path = write(tmp_path / "a.wav", sine(440, 16000, 0.1), 16000)
     code = f"import sys, sqa.data.audio as a; a.load({str(path)!r}); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_header_lengths_rates_and_truncation_are_checked(tmp_path) -> None:
+    """A header must not promise more than the file can hold; the file's own rate must be 8-192 kHz."""
+    sf.write(tmp_path / "ok.wav", np.zeros(16000, np.float32) + 0.1, 16000)
+    data = (tmp_path / "ok.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:-1000])
+    with pytest.raises(audio.AudioError, match=r"cut.wav: WAV data chunk declares 32000 bytes .* truncated"):
+        audio.load(tmp_path / "cut.wav")
+    sf.write(tmp_path / "slow.wav", np.zeros(100, np.float32), 4000)
+    with pytest.raises(audio.AudioError, match=r"sample rate 4000 Hz is outside the supported 8000..192000 Hz"):
+        audio.load(tmp_path / "slow.wav")
+    assert audio.info(tmp_path / "slow.wav").sample_rate == 4000  # info reports, load refuses
+
+
+def test_any_decoder_exception_names_the_file(tmp_path, monkeypatch) -> None:
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32) + 0.1, 16000)
+
+    def boom(*args, **kwargs):
+        raise MemoryError("decoder ran out")
+
+    monkeypatch.setattr(audio, "_read", boom)
+    with pytest.raises(audio.AudioError, match=r"a.wav: cannot decode \(MemoryError: decoder ran out\)"):
+        audio.load(tmp_path / "a.wav")

@@ -94,7 +94,7 @@ def test_folder_scores_good_files_and_reports_bad_ones(folder, model_run, tmp_pa
         assert reason in row["error"], row
     assert len({rows[str(folder / n)]["mos"] for n in GOOD}) > 1
     text = out.read_text()
-    assert text.startswith('"path","mos","duration_s","status","error"\n')
+    assert text.startswith('"path","mos","duration_s","status","error","warning"\n')
     assert f'"{folder / "b, with comma.flac"}"' in text
     assert '""quoted""' in text  # csv quoting of quotes inside a name
     printed = capsys.readouterr().out
@@ -215,7 +215,7 @@ def test_model_resolution_errors(folder, tmp_path, capsys) -> None:
         score.resolve_model(str(junk))
     assert run_cli(str(folder / "a.wav"), "--model", "no-such-model") == 2
     assert "sqa score: error: --model 'no-such-model'" in capsys.readouterr().err
-    with pytest.raises(score.ScoreError, match="is a folder; give the path of the CSV"):
+    with pytest.raises(score.ScoreError, match="is a folder; refusing to replace it"):
         score.score([folder / "a.wav"], "dnsmos-p808", out=tmp_path)
     with pytest.raises(score.ScoreError, match="--batch must be >= 1"):
         score.score([folder / "a.wav"], "dnsmos-p808", batch_size=0)

@@ -14,10 +14,19 @@ Policies (each one tested in ``tests/test_audio.py``):
 - **Memory**: files are always decoded block by block (``BLOCK_SECONDS``), so ``load`` needs the
   output array plus one decoded block, and ``iter_blocks`` needs one block, however long the file
   (plus torch's temporary convolution buffers for that block, a few times its size).
+- **Untrusted headers**: before anything is allocated, the frame count a header declares is
+  bounded by the file's size (exactly, from the bytes per frame, for uncompressed PCM/float
+  subtypes; by :data:`MAX_FRAMES_PER_BYTE` for compressed ones: a FLAC claiming 2^35 frames in
+  a few kB is refused instead of allocating 128 GiB). A WAV whose ``data`` chunk declares more
+  bytes than the file holds is truncated (libsndfile would silently read the shorter clip) and is
+  refused. The file's own sample rate must lie in ``MIN_SR..MAX_SR`` (8-192 kHz); "audio" at 1 Hz
+  is not upsampled and scored.
 - **Errors** are all :class:`AudioError` (a ``ValueError``), and each message starts with the file:
   missing file, not a regular file, unrecognised or corrupt header, 0 frames, undecodable or
   truncated data (header promises more frames than the file holds), NaN/inf samples
-  (with their count), unsupported ``target_sr``, bad ``max_seconds``/``block_seconds``.
+  (with their count), a sample rate out of range, unsupported ``target_sr``, bad
+  ``max_seconds``/``block_seconds``. Any other exception the decoder raises while reading a file
+  (:func:`load`, :func:`iter_blocks`) becomes an :class:`AudioError` naming the file too.
   A NaN/inf check covers the whole file; ``iter_blocks`` raises when it reaches the first bad block
   (after yielding the clean blocks before it), counting the bad samples of the whole file.
 - **Silence** is not an error: an all-zero file loads as zeros; callers decide with
@@ -28,8 +37,10 @@ Policies (each one tested in ``tests/test_audio.py``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
@@ -43,6 +54,10 @@ TARGET_SR = 16000
 MIN_SR = 8000
 MAX_SR = 192000
 BLOCK_SECONDS = 10.0
+MAX_FRAMES_PER_BYTE = 8192  # compressed formats: above any real codec (FLAC's best: ~6500 for silence)
+_BYTES_PER_SAMPLE = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                     "ULAW": 1, "ALAW": 1}
+_UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF)  # streaming WAV writers leave the data size unset
 
 _LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample defaults, used to size block context
 _ROLLOFF = 0.99
@@ -87,7 +102,7 @@ def load(path: Path | str, target_sr: int = TARGET_SR, *, max_seconds: float | N
     """
     path = Path(path)
     target_sr = _check_sr(path, target_sr)
-    with _open(path) as f:
+    with _any_error_names(path), _open(path) as f:
         frames = _frames_to_read(path, f, max_seconds)
         out = np.empty(_resampled_length(frames, f.samplerate, target_sr), dtype=np.float32)
         pos = 0
@@ -115,7 +130,7 @@ def iter_blocks(
     target_sr = _check_sr(path, target_sr)
     if not (isinstance(block_seconds, numbers.Real) and math.isfinite(block_seconds) and block_seconds > 0):
         raise AudioError(f"{path}: block_seconds must be a positive number, got {block_seconds!r}")
-    with _open(path) as f:
+    with _any_error_names(path), _open(path) as f:
         frames = _frames_to_read(path, f, max_seconds)
         yield from _mono_blocks(path, f, frames, block_seconds, target_sr)
 
@@ -198,7 +213,14 @@ def segment(x: np.ndarray, n: int, hop: int) -> np.ndarray:
     Like DistillMOS: a clip shorter than ``n`` is zero-padded at the end into one window; otherwise
     ``ceil((len - n) / hop) + 1`` windows start at ``linspace(0, 1, k) * (len - n)`` (truncated),
     so the first starts at 0, the last ends at the clip's end, and no step exceeds ``hop``.
+    Holds every window at once; :func:`iter_segments` yields them one at a time.
     """
+    return np.stack(list(iter_segments(x, n, hop)))
+
+
+def iter_segments(x: np.ndarray, n: int, hop: int) -> Iterator[np.ndarray]:
+    """The windows of :func:`segment`, one at a time (views into ``x``; a padded copy for a clip
+    shorter than ``n``), so memory does not grow with the number of windows."""
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"segment: x must be 1-D, got shape {x.shape}")
@@ -207,11 +229,12 @@ def segment(x: np.ndarray, n: int, hop: int) -> np.ndarray:
     if not (isinstance(hop, numbers.Integral) and 0 < hop <= n):
         raise ValueError(f"segment: hop must be an integer in 1..n={n} (larger hops leave gaps), got {hop!r}")
     if len(x) <= n:
-        return crop_or_pad(x, n, "start")[None, :]
+        yield crop_or_pad(x, n, "start")
+        return
     over = len(x) - n
     k = math.ceil(over / hop) + 1
-    starts = (np.linspace(0.0, 1.0, k) * over).astype(np.int64)
-    return np.stack([x[s : s + n] for s in starts])
+    for s in (np.linspace(0.0, 1.0, k) * over).astype(np.int64):
+        yield x[s : s + n]
 
 
 def _open(path: Path | str) -> sf.SoundFile:
@@ -234,14 +257,69 @@ def _check_sr(path: Path, target_sr: object) -> int:
     return int(target_sr)
 
 
+@contextlib.contextmanager
+def _any_error_names(path: Path) -> Iterator[None]:
+    """Turn whatever the decoder raises on a hostile file (MemoryError, OverflowError, ...) into an
+    :class:`AudioError` naming the file, so one file never ends a batch."""
+    try:
+        yield
+    except AudioError:
+        raise
+    except GeneratorExit:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported with the file, not swallowed
+        raise AudioError(f"{path}: cannot decode ({type(err).__name__}: {err})") from err
+
+
 def _frames_to_read(path: Path, f: sf.SoundFile, max_seconds: float | None) -> int:
     if f.frames == 0:
         raise AudioError(f"{path}: empty audio (0 frames)")
+    if not MIN_SR <= f.samplerate <= MAX_SR:
+        raise AudioError(f"{path}: sample rate {f.samplerate} Hz is outside the supported {MIN_SR}..{MAX_SR} Hz")
+    _check_declared_length(path, f)
     if max_seconds is None:
         return f.frames
     if not (isinstance(max_seconds, numbers.Real) and math.isfinite(max_seconds) and max_seconds > 0):
         raise AudioError(f"{path}: max_seconds must be a positive number, got {max_seconds!r}")
     return min(f.frames, max(1, round(max_seconds * f.samplerate)))
+
+
+def _check_declared_length(path: Path, f: sf.SoundFile) -> None:
+    """Refuse a header whose frame count the file's size cannot hold (before allocating for it),
+    and a WAV whose data chunk was cut short."""
+    size = path.stat().st_size
+    per_sample = _BYTES_PER_SAMPLE.get(f.subtype) if f.format not in ("FLAC", "OGG", "MP3") else None
+    if per_sample is not None:
+        need = f.frames * f.channels * per_sample
+        if need > size:
+            raise AudioError(f"{path}: header declares {f.frames} frames ({need} bytes of {f.subtype}), but the "
+                             f"file has only {size} bytes: it is truncated or its header is wrong")
+    elif f.frames > size * MAX_FRAMES_PER_BYTE:
+        raise AudioError(f"{path}: header declares {f.frames} frames ({f.frames / f.samplerate:.0f} s), more than "
+                         f"a {size}-byte {f.format} file can hold; its header is wrong")
+    if f.format == "WAV":
+        _check_wav_data(path, size)
+
+
+def _check_wav_data(path: Path, size: int) -> None:
+    """A RIFF/RIFX WAV whose ``data`` chunk declares more bytes than follow it is truncated."""
+    with path.open("rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return  # RF64, W64 or odd layouts: libsndfile's own checks apply
+        order = "<" if head[:4] == b"RIFF" else ">"
+        for _ in range(64):  # chunks before "data": fmt, fact, LIST, ...
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return
+            cid, csize = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+            if cid == b"data":
+                held = size - fh.tell()
+                if csize not in _UNKNOWN_DATA_SIZES and csize > held:
+                    raise AudioError(f"{path}: WAV data chunk declares {csize} bytes but the file holds only "
+                                     f"{held} after its header: the file is truncated")
+                return
+            fh.seek(csize + (csize & 1), 1)
 
 
 def _resampled_length(frames: int, sr: int, target_sr: int) -> int:
@@ -317,6 +395,7 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "BLOCK_SECONDS",
+    "MAX_FRAMES_PER_BYTE",
     "MAX_SR",
     "MIN_SR",
     "TARGET_SR",
@@ -324,6 +403,7 @@ __all__ = [
     "info",
     "is_silent",
     "iter_blocks",
+    "iter_segments",
     "load",
     "save",
     "segment",

@@ -7,6 +7,7 @@ kept beside it in ``<manifest>.roots.json`` (see :func:`write` / :func:`roots`).
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -92,7 +93,9 @@ def _rows(df: pd.DataFrame, mask: pd.Series, limit: int = 5) -> str:
 def validate(df: pd.DataFrame, roots: Mapping[str, Path] | None = None) -> pd.DataFrame:
     """Check the schema; returns the coerced frame or raises :class:`ManifestError`.
 
-    With ``roots`` (corpus -> folder) every audio file must exist.
+    Paths must stay inside their corpus root (no ``..`` climbing out) and name each audio file
+    once per corpus. With ``roots`` (corpus -> folder) every audio file must exist and resolve
+    inside its root (no symlink leading out).
     """
     df = coerce(df)
     problems: list[str] = []
@@ -125,6 +128,12 @@ def validate(df: pd.DataFrame, roots: Mapping[str, Path] | None = None) -> pd.Da
     abs_path = df["path"].astype(str).map(lambda p: Path(p).is_absolute())
     if abs_path.any():
         problems.append(f"absolute path (must be relative to the corpus root): {_rows(df, abs_path)}")
+    escapes = ~abs_path & df["path"].astype(str).map(_leaves_root)
+    if escapes.any():
+        problems.append(f"path outside the corpus root ('..'): {_rows(df, escapes)}")
+    dup_path = df.assign(_p=df["path"].astype(str).map(posixpath.normpath)).duplicated(["corpus", "_p"], keep=False)
+    if dup_path.any():
+        problems.append(f"two rows for one audio file: {_rows(df, dup_path)}")
     for col in ("source_id", "sys_id"):
         straddle = _straddling(df, col)
         if straddle:
@@ -134,12 +143,23 @@ def validate(df: pd.DataFrame, roots: Mapping[str, Path] | None = None) -> pd.Da
         if missing_root:
             problems.append(f"no root folder for corpus: {', '.join(missing_root)}")
         else:
+            real = {c: Path(r).resolve() for c, r in roots.items()}
+            linked_out = df.apply(lambda r: not (real[r["corpus"]] / r["path"]).resolve().is_relative_to(
+                real[r["corpus"]]), axis=1) if len(df) else pd.Series(dtype=bool)
+            if linked_out.any():
+                problems.append(f"path resolves outside the corpus root: {_rows(df, linked_out)}")
             gone = df.apply(lambda r: not (Path(roots[r["corpus"]]) / r["path"]).is_file(), axis=1)
             if gone.any():
                 problems.append(f"audio file missing: {_rows(df, gone)}")
     if problems:
         raise ManifestError("invalid manifest:\n  - " + "\n  - ".join(problems))
     return df
+
+
+def _leaves_root(path: str) -> bool:
+    """True if a relative ``path`` climbs above its root (``../x``, ``a/../../x``)."""
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    return norm in ("", ".") or norm.split("/")[0] == ".."
 
 
 def _straddling(df: pd.DataFrame, col: str) -> list[str]:

@@ -55,16 +55,22 @@ def prepare(specs: list[str], data_root: Path, profile: str, seed: int) -> list[
 
 
 def load_all(specs: list[str], data_root: Path) -> MergeResult:
-    """Load every corpus spec; roots map each manifest corpus name to its adapter's root."""
+    """Load every corpus spec; roots map each manifest corpus name to its adapter's root. A row
+    whose ``utt_id`` an earlier spec already loaded (the same corpus given twice, or a clash
+    between corpora) is skipped and counted with the reason, like any bad row."""
     from sqa.data import corpora
 
-    frames, skipped, roots = [], [], {}
+    frames, skipped, roots, taken = [], [], {}, {}
     for spec in specs:
         name, root = parse_spec(spec, data_root)
         loaded = corpora.load(name, root)
-        frames.append(loaded.manifest)
-        skipped.append(loaded.skipped)
-        for corpus in loaded.manifest["corpus"].unique():
+        kept, dups = base.drop_duplicates(loaded.manifest, taken, file=f"corpus spec {spec!r}")
+        frames.append(kept)
+        skipped += [loaded.skipped, pd.DataFrame(dups, columns=base.SKIP_COLUMNS)]
+        for corpus in kept["corpus"].unique():
+            if corpus in roots and Path(roots[corpus]) != Path(root):
+                raise ValueError(f"corpus {corpus!r} is loaded from two folders, {roots[corpus]} and {root}; "
+                                 "give each corpus once")
             roots[corpus] = root
     merged = manifest.merge(frames)
     skipped_all = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame(columns=base.SKIP_COLUMNS)

@@ -14,7 +14,10 @@ Scores equal the released packages (speechmos, distillmos, xls-r-sqa) except tha
 averages windows over clips longer than 4.8 s where xls-r-sqa center-crops them. DNSMOS keeps
 the reference scorer's window quirks (see `sqa.models.dnsmos`). DNSMOS runs on onnxruntime
 (CPU); the torch baselines run on `device`, batching clips of equal length together and scoring
-the others one by one; every model cuts long clips into windows (never one giant forward).
+the others one by one; every model cuts long clips into windows as it scores them, a few at a
+time (never one giant forward, never every window at once), so memory does not grow with a clip's
+length beyond the clip itself (`bench/score_memory.py` measures it). `min_samples` is the
+shortest clip a model can analyse at all (its STFT window); `sqa score` asks for more.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 
 NAMES = ("dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa")
 MFCC_HOP_FRAMES = SAMPLE_RATE // 200  # 1 s of MFCC frames (torchaudio MFCC hop: 200 samples)
+MFCC_N_FFT = 400  # torchaudio MFCC's STFT window
+DNSMOS_MIN_SAMPLES = 321  # P.808's mel FFT; shorter clips are repeated to 9.01 s by the scorer
 
 
 @runtime_checkable
@@ -40,6 +45,7 @@ class Baseline(Protocol):
 
     name: str
     n_params: int
+    min_samples: int
 
     def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """MOS (1-5) per clip, shape (len(waveforms),)."""
@@ -53,6 +59,7 @@ class DnsmosBaseline:
         self.model = model
         self.name = model.name
         self.n_params = model.n_params
+        self.min_samples = DNSMOS_MIN_SAMPLES
 
     def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """MOS per clip."""
@@ -65,13 +72,15 @@ class TorchBaseline:
     """A torch model mapping a (B, T) 16 kHz batch to MOS (B,), windowing long clips itself."""
 
     def __init__(
-        self, name: str, module: "torch.nn.Module", score: Callable[["torch.Tensor"], "torch.Tensor"], device: str
+        self, name: str, module: "torch.nn.Module", score: Callable[["torch.Tensor"], "torch.Tensor"], device: str,
+        min_samples: int = 1,
     ) -> None:
         self.name = name
         self.module = module.to(device).eval()
         self.score = score
         self.device = device
         self.n_params = sum(p.numel() for p in module.parameters())
+        self.min_samples = min_samples
 
     def predict(self, waveforms: Sequence[np.ndarray], batch_size: int = 8) -> np.ndarray:
         """MOS per clip; clips of equal length share a forward of up to `batch_size` clips."""
@@ -81,7 +90,8 @@ class TorchBaseline:
         out = np.full(len(waves), np.nan)
         with torch.inference_mode():
             for idx in length_batches([len(w) for w in waves], batch_size):
-                x = torch.from_numpy(np.stack([waves[i] for i in idx])).to(self.device)
+                x = torch.from_numpy(waves[idx[0]][None] if len(idx) == 1 else np.stack([waves[i] for i in idx]))
+                x = x.to(self.device)  # one clip: a view, no copy of a long clip
                 out[idx] = self.score(x).double().cpu().numpy().reshape(len(idx))
         return out
 
@@ -90,7 +100,7 @@ def _distillmos(device: str) -> TorchBaseline:
     from sqa.models.student import distillmos_v7
 
     model = distillmos_v7(pretrained=True)
-    return TorchBaseline("distillmos", model, model, device)
+    return TorchBaseline("distillmos", model, model, device, min_samples=model.config.stft_win)
 
 
 def _mfcc_sqa(device: str) -> TorchBaseline:
@@ -98,7 +108,8 @@ def _mfcc_sqa(device: str) -> TorchBaseline:
 
     head = load_released_head("mfcc")
     return TorchBaseline(
-        "mfcc-sqa", head, lambda x: predict_long(head, mfcc_features(x), hop=MFCC_HOP_FRAMES), device
+        "mfcc-sqa", head, lambda x: predict_long(head, mfcc_features(x), hop=MFCC_HOP_FRAMES), device,
+        min_samples=MFCC_N_FFT,
     )
 
 

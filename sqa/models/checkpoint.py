@@ -4,7 +4,9 @@ The file's safetensors metadata carries ``format``, ``arch``, ``config`` (JSON),
 ``sqa_version``, ``torch_version`` and ``builder_module`` (the ``sqa`` module that registers the
 architecture, imported on load if the architecture is not registered yet). ``load`` rebuilds the
 model with the registered builder from the stored config (which may hold per-layer dims after
-pruning) and loads the weights strictly. Nothing is ever unpickled.
+pruning) and loads the weights strictly. The config is first built on the meta device and its
+tensor shapes compared with the file's, so a config with huge sizes is refused before anything
+is allocated. Nothing is ever unpickled.
 
 Builders are registered per architecture name::
 
@@ -262,22 +264,54 @@ def _compare(path: Path, expected: dict[str, torch.Tensor], found: dict[str, tup
         )
 
 
+def _build(path: Path, info: CheckpointInfo, builder: Builder, config: dict) -> nn.Module:
+    try:
+        model = builder(copy.deepcopy(config))
+    except CheckpointError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"{path}: the builder for arch {info.arch!r} failed on the stored config "
+                              f"{config}: {type(err).__name__}: {err}") from err
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"{path}: the builder for arch {info.arch!r} returned "
+                              f"{type(model).__name__}, not an nn.Module")
+    return model
+
+
+def build_checked(path: Path, info: CheckpointInfo, shapes: dict[str, tuple[int, ...]],
+                  build: Callable[[dict], nn.Module], config: dict) -> nn.Module:
+    """``build(config)`` first on the meta device (no memory), its tensor shapes compared with the
+    file's, and only then for real: a config with huge sizes is refused before anything is
+    allocated."""
+    with torch.device("meta"):
+        shell = _build(path, info, build, config)
+    _compare(path, shell.state_dict(), shapes)
+    del shell
+    return _build(path, info, build, config)
+
+
+def load_weights(path: Path | str, model: nn.Module, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load the file's weights strictly into ``model`` (shapes already checked), move it to
+    ``map_location``, eval mode."""
+    model.load_state_dict(safetensors.torch.load_file(str(path), device="cpu"), strict=True)
+    return model.to(map_location).eval()
+
+
 def load(path: Path | str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
-    """Rebuild the model from the file's arch + config, load its weights strictly, move it to
-    ``map_location`` and put it in eval mode. Returns ``(model, info)``."""
+    """Rebuild the model from the file's arch + config (sizes checked against the file's tensor
+    shapes before anything is allocated), load its weights strictly, move it to ``map_location``
+    and put it in eval mode. Returns ``(model, info)``."""
     path = Path(path)
     metadata, shapes = _read_metadata(path)
     info = _parse_info(path, metadata)
     builder = _builder_for(info)
-    try:
-        model = builder(copy.deepcopy(info.config))
-    except Exception as err:
-        raise CheckpointError(f"{path}: the builder for arch {info.arch!r} failed on the stored config "
-                              f"{info.config}: {type(err).__name__}: {err}") from err
-    if not isinstance(model, nn.Module):
-        raise CheckpointError(f"{path}: the builder for arch {info.arch!r} returned "
-                              f"{type(model).__name__}, not an nn.Module")
-    _compare(path, model.state_dict(), shapes)
-    model.load_state_dict(safetensors.torch.load_file(str(path), device="cpu"), strict=True)
-    return model.to(map_location).eval(), info
+    model = build_checked(path, info, shapes, builder, info.config)
+    return load_weights(path, model, map_location), info
+
+
+def read_shapes(path: Path | str) -> tuple[CheckpointInfo, dict[str, tuple[int, ...]]]:
+    """The checkpoint's info and its tensors' shapes (names -> shape), nothing loaded."""
+    path = Path(path)
+    metadata, shapes = _read_metadata(path)
+    return _parse_info(path, metadata), shapes
 

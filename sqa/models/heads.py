@@ -35,6 +35,8 @@ from torch import Tensor, nn
 FEAT_SEQ_LEN = 384
 MFCC_SAMPLE_RATE = 16000
 N_MFCC = 40
+MFCC_CHUNK_FRAMES = 4000  # MFCC frames computed at once for long clips (50 s of audio)
+WINDOW_BATCH = 8  # windows per head forward in predict_long
 
 # backbone -> (feature dim, layers with released single-layer heads); fusion heads use both.
 BACKBONES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -329,18 +331,53 @@ def _mfcc_transform(device: str) -> nn.Module:
         return MFCC(sample_rate=MFCC_SAMPLE_RATE, n_mfcc=N_MFCC).to(device)
 
 
-def mfcc_features(wave_16k: Tensor) -> Tensor:
+def mfcc_features(wave_16k: Tensor, chunk_frames: int = MFCC_CHUNK_FRAMES) -> Tensor:
     """40 MFCCs per 12.5 ms frame as in xls-r-sqa's MFCC model: (B, T) 16 kHz -> (B, L, 40).
 
     torchaudio defaults (n_fft 400, hop 200, 128 HTK mels, power dB with an 80 dB floor,
     orthonormal DCT-II). The 80 dB floor is taken per clip (xls-r-sqa takes it over the whole
-    batch, which is the same for batch size 1).
+    batch, which is the same for batch size 1). Clips longer than ``chunk_frames`` frames are
+    computed ``chunk_frames`` at a time in two passes (the clip's peak for the floor, then the
+    frames), so the spectrogram of a long clip is never held whole: only the (B, L, 40) result.
     """
     if wave_16k.dim() != 2 or not wave_16k.is_floating_point():
         got = f"{wave_16k.dtype} {tuple(wave_16k.shape)}"
         raise ValueError(f"mfcc_features: wave_16k must be a float (batch, samples) tensor, got {got}")
-    mfcc = _mfcc_transform(str(wave_16k.device))(wave_16k.unsqueeze(1))  # (B, 1, 40, L)
-    return mfcc.squeeze(1).transpose(1, 2)
+    transform = _mfcc_transform(str(wave_16k.device))
+    hop = transform.MelSpectrogram.hop_length
+    n_frames = wave_16k.shape[1] // hop + 1  # centred frames
+    if n_frames <= chunk_frames:
+        mfcc = transform(wave_16k.unsqueeze(1))  # (B, 1, 40, L)
+        return mfcc.squeeze(1).transpose(1, 2)
+    bounds = [(f, min(f + chunk_frames, n_frames)) for f in range(0, n_frames, chunk_frames)]
+    peak = torch.stack([_mel_db(transform, wave_16k, a, b).amax(dim=(1, 2)) for a, b in bounds]).amax(dim=0)
+    floor = (peak - transform.top_db)[:, None, None]
+    out = wave_16k.new_empty(wave_16k.shape[0], n_frames, transform.n_mfcc)
+    for a, b in bounds:
+        db = torch.maximum(_mel_db(transform, wave_16k, a, b), floor)  # (B, mels, frames)
+        out[:, a:b] = torch.matmul(db.transpose(1, 2), transform.dct_mat)
+    return out
+
+
+def _mel_db(transform: nn.Module, wave: Tensor, first: int, stop: int) -> Tensor:
+    """Power mel spectrogram in dB (no floor) of centred frames ``first..stop`` of ``wave``, read
+    from just the samples they cover (reflect-padded at the clip's ends, as a centred STFT is)."""
+    import torchaudio.functional as AF
+
+    mel = transform.MelSpectrogram
+    spec, n_fft, hop = mel.spectrogram, mel.n_fft, mel.hop_length
+    lo, hi = first * hop - n_fft // 2, (stop - 1) * hop + n_fft - n_fft // 2
+    total = wave.shape[1]
+    seg = wave[:, max(lo, 0):min(hi, total)]
+    if lo < 0:  # the whole clip's reflect padding (edge sample not repeated), taken from the clip
+        seg = torch.cat([wave[:, 1:1 - lo].flip(1), seg], dim=1)
+    if hi > total:
+        seg = torch.cat([seg, wave[:, total - 1 - (hi - total):total - 1].flip(1)], dim=1)
+    power = AF.spectrogram(seg, pad=spec.pad, window=spec.window, n_fft=spec.n_fft, hop_length=spec.hop_length,
+                           win_length=spec.win_length, power=spec.power, normalized=spec.normalized, center=False,
+                           onesided=spec.onesided)
+    amin = transform.amplitude_to_DB.amin
+    return 10.0 * torch.log10(torch.clamp(mel.mel_scale(power), min=amin))
 
 
 def window_starts(total: int, window: int, hop: int) -> list[int]:
@@ -400,11 +437,13 @@ def crop_features(
     return out[0] if single else out
 
 
-def predict_long(head: SqaHead, feats: Features, n: int | None = None, hop: int = 50) -> Tensor:
+def predict_long(head: SqaHead, feats: Features, n: int | None = None, hop: int = 50,
+                 window_batch: int = WINDOW_BATCH) -> Tensor:
     """MOS (B,) of clips of any length: mean of the head over n-frame windows spaced <= hop.
 
     Clips of at most n frames (default ``head.config.feat_seq_len``) give one zero-padded
-    window. hop=50 frames is 1 s of XLS-R features (DistillMOS's spacing).
+    window. hop=50 frames is 1 s of XLS-R features (DistillMOS's spacing). Windows are cut and
+    scored ``window_batch`` per clip at a time, so memory does not grow with a clip's length.
     """
     n = n or head.config.feat_seq_len
     items, single = _as_list(feats)
@@ -412,6 +451,9 @@ def predict_long(head: SqaHead, feats: Features, n: int | None = None, hop: int 
     if length <= n:
         return head(crop_features(items[0] if single else items, n))
     starts = window_starts(length, n, hop)
-    windows = [torch.cat([x[:, s:s + n] for s in starts], dim=0) for x in items]
-    unit = head.forward_unit(windows[0] if single else windows)
-    return 1.0 + 4.0 * unit.reshape(len(starts), batch).mean(dim=0)
+    total = items[0].new_zeros(batch)
+    for i in range(0, len(starts), max(1, window_batch)):
+        chunk = starts[i:i + max(1, window_batch)]
+        windows = [torch.cat([x[:, s:s + n] for s in chunk], dim=0) for x in items]  # window-major
+        total = total + head.forward_unit(windows[0] if single else windows).reshape(len(chunk), batch).sum(dim=0)
+    return 1.0 + 4.0 * total / len(starts)

@@ -182,7 +182,9 @@ class ConvTransformerSQA(nn.Module):
 
     ``windowed=True`` (default): any length, DistillMOS windowing. ``windowed=False``:
     ``forward`` = ``forward_window`` (one window of the given length; use for training).
-    ``window_batch`` caps how many windows run through the network at once.
+    ``window_batch`` caps how many windows run through the network at once (at least one window
+    per clip of the batch); windows are cut only as they are scored, so memory does not grow with
+    a clip's length beyond the clip itself.
     """
 
     arch = "conv-transformer-sqa"
@@ -221,9 +223,12 @@ class ConvTransformerSQA(nn.Module):
         if wave.shape[1] < size:
             wave = F.pad(wave, (0, size - wave.shape[1]))
         starts = window_starts(wave.shape[1], size, hop)
-        windows = torch.cat([wave[:, s:s + size] for s in starts], dim=0)  # window-major
-        unit = torch.cat([self.forward_window_unit(chunk) for chunk in windows.split(self.window_batch)])
-        return 1.0 + 4.0 * unit.reshape(len(starts), wave.shape[0]).mean(dim=0)
+        per_forward = max(1, self.window_batch // wave.shape[0])  # windows of each clip per forward
+        total = wave.new_zeros(wave.shape[0])
+        for i in range(0, len(starts), per_forward):  # cut only the windows of one forward at a time
+            chunk = torch.cat([wave[:, s:s + size] for s in starts[i:i + per_forward]], dim=0)  # window-major
+            total = total + self.forward_window_unit(chunk).reshape(-1, wave.shape[0]).sum(dim=0)
+        return 1.0 + 4.0 * total / len(starts)
 
 
     def with_window(self, seconds: float) -> "ConvTransformerSQA":

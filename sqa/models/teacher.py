@@ -141,7 +141,35 @@ class XlsrTeacher(FeaturesAndHead):
 
 @checkpoint.register(XlsrTeacher.arch)
 def _build(config: dict) -> XlsrTeacher:
+    """The checkpoint builder: the backbone is rebuilt from the checkpoint's own
+    ``backbone_config``, never fetched from the hub id or folder the file names (a file can name
+    anything); a checkpoint without one is loaded through :func:`load` with an explicit backbone."""
+    if not isinstance(config.get("backbone_config"), dict):
+        raise checkpoint.CheckpointError(
+            f"teacher checkpoint has no backbone_config (it names backbone {config.get('backbone')!r}); "
+            "refusing to load a backbone the file names. If you trust that backbone, pass it yourself: "
+            "sqa.models.teacher.load(path, backbone=<hub id or folder>)")
     return XlsrTeacher(TeacherConfig(**config))
+
+
+def load(path: Path | str, backbone: str | Path | None = None,
+         map_location: str | torch.device = "cpu") -> XlsrTeacher:
+    """A teacher checkpoint, rebuilt from the file alone, or (``backbone`` given) with the
+    architecture of the caller's backbone (hub id or folder: only its config is read) in place
+    of the file's ``backbone_config``. Either way the sizes are checked against the file's tensor
+    shapes before the model is allocated, and every weight comes from the file."""
+    info, shapes = checkpoint.read_shapes(path)
+    if info.arch != XlsrTeacher.arch:
+        raise checkpoint.CheckpointError(f"{path}: arch {info.arch!r} is not a teacher ({XlsrTeacher.arch!r})")
+    if backbone is None:
+        model = checkpoint.build_checked(Path(path), info, shapes, _build, info.config)
+    else:
+        from transformers import Wav2Vec2Config
+
+        given = Wav2Vec2Config.from_pretrained(str(backbone)).to_dict()
+        config = {**info.config, "backbone": str(backbone), "backbone_config": given}
+        model = checkpoint.build_checked(Path(path), info, shapes, _build, config)
+    return checkpoint.load_weights(path, model, map_location)
 
 
 def tiny_backbone(folder: Path | str, seed: int = 0, layers: int = 4, hidden: int = 32) -> Path:

@@ -69,12 +69,15 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     """Complete adapter rows into manifest rows.
 
     ``rows`` needs ``path`` (relative to ``root``) and ``mos_raw``; optional: ``utt_id``,
-    ``split``, ``sys_id``, ``source_id``, ``mos_std_raw``, ``n_votes`` and extras. Rows whose
-    rating is not a number, out of the scale, or whose audio is missing or unreadable are
-    skipped, each with a reason. Splits given here count as published (``split_official``).
+    ``split``, ``sys_id``, ``source_id``, ``mos_std_raw``, ``n_votes`` and extras. Paths are
+    normalised (``clips/./b.wav`` is ``clips/b.wav``). Rows whose path is absolute or resolves
+    outside ``root`` (``..``, or a symlink leading out), that repeat an earlier row's path or
+    ``utt_id``, whose rating is not a number or out of the scale, or whose audio is missing or
+    unreadable are skipped, each with a reason. Splits given here count as published
+    (``split_official``).
     """
     rows = rows.reset_index(drop=True).copy()
-    rows["path"] = rows["path"].astype(str).str.replace("\\", "/", regex=False)
+    rows["path"] = rows["path"].astype(str).map(lambda p: posixpath.normpath(p.replace("\\", "/")))
     if "utt_id" not in rows:
         rows["utt_id"] = corpus + "/" + rows["path"].map(lambda p: str(Path(p).with_suffix("")))
     for col in ("split", "sys_id", "source_id"):
@@ -96,24 +99,13 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     durations = np.full(len(rows), np.nan)
     rates = np.zeros(len(rows), dtype=int)
     labeled = rows["split"].astype(str) != "unlabeled"
+    first_of = _first_rows(rows)
+    real_root = root.resolve()
     for i, r in rows.iterrows():
-        reason = None
-        if labeled[i] and not np.isfinite(r["mos_raw"]):
-            reason = "rating is not a number"
-        elif labeled[i] and not 1.0 - 1e-6 <= r["mos"] <= 5.0 + 1e-6:
-            reason = f"rating {r['mos_raw']} outside the {scale} scale"
-        else:
-            audio = root / r["path"]
-            if not audio.is_file():
-                reason = "audio file missing"
-            else:
-                try:
-                    info = sf.info(str(audio))
-                    durations[i], rates[i] = info.duration, info.samplerate
-                    if info.frames == 0:
-                        reason = "audio file is empty"
-                except Exception as e:  # soundfile raises its own error types for bad headers
-                    reason = f"audio header unreadable: {e}"
+        reason = (path_problem(real_root, r["path"]) or first_of.get(i)
+                  or _rating_problem(r, bool(labeled[i]), scale))
+        if not reason:
+            reason, durations[i], rates[i] = _audio_problem(root / r["path"])
         if reason:
             keep[i] = False
             skipped.append({"corpus": corpus, "file": label_file or str(r["path"]),
@@ -124,13 +116,74 @@ def finalize(rows: pd.DataFrame, corpus: str, root: Path, scale: str,
     return CorpusLoad(out, pd.DataFrame(skipped, columns=SKIP_COLUMNS))
 
 
+def path_problem(real_root: Path, path: str) -> str | None:
+    """Why ``path`` (relative, normalised) cannot be a clip of the corpus at ``real_root`` (a
+    resolved folder), or None: absolute, leading outside, or resolving outside through a link."""
+    if posixpath.isabs(path) or Path(path).is_absolute():
+        return "path is absolute (must be relative to the corpus root)"
+    if path in ("", ".") or path.split("/")[0] == "..":
+        return f"path {path!r} points outside the corpus root"
+    if not (real_root / path).resolve().is_relative_to(real_root):
+        return f"path {path!r} resolves outside the corpus root (through a link)"
+    return None
+
+
+def _first_rows(rows: pd.DataFrame) -> dict[int, str]:
+    """Row index -> reason, for rows repeating an earlier row's path or utt_id (the first is kept)."""
+    reasons: dict[int, str] = {}
+    for col in ("path", "utt_id"):
+        first: dict[str, int] = {}
+        for i, value in zip(rows.index, rows[col].astype(str)):
+            if value in first and i not in reasons:
+                reasons[i] = f"duplicate {col} {value!r} (first in row {first[value]}); kept the first"
+            first.setdefault(value, i)
+    return reasons
+
+
+def drop_duplicates(df: pd.DataFrame, corpus_of_first: dict[str, str] | None = None,
+                    file: str = "") -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the first row of each ``utt_id``; the others become skip records with the reason.
+    ``corpus_of_first`` (utt_id -> corpus) holds ids already taken by earlier loads and is updated."""
+    taken = {} if corpus_of_first is None else corpus_of_first
+    keep, skipped = [], []
+    for utt, corpus in zip(df["utt_id"].astype(str), df["corpus"].astype(str)):
+        ok = utt not in taken
+        keep.append(ok)
+        if ok:
+            taken[utt] = corpus
+        else:
+            skipped.append({"corpus": corpus, "file": file, "row": utt,
+                            "reason": f"duplicate utt_id (already loaded from corpus {taken[utt]!r}); kept the first"})
+    return df[np.array(keep, dtype=bool)] if len(df) else df, skipped
+
+
+def _rating_problem(r: pd.Series, labeled: bool, scale: str) -> str | None:
+    if labeled and not np.isfinite(r["mos_raw"]):
+        return "rating is not a number"
+    if labeled and not 1.0 - 1e-6 <= r["mos"] <= 5.0 + 1e-6:
+        return f"rating {r['mos_raw']} outside the {scale} scale"
+    return None
+
+
+def _audio_problem(audio: Path) -> tuple[str | None, float, int]:
+    """``(reason or None, duration, sample rate)`` from the audio file's header."""
+    if not audio.is_file():
+        return "audio file missing", np.nan, 0
+    try:
+        info = sf.info(str(audio))
+    except Exception as e:  # soundfile raises its own error types for bad headers
+        return f"audio header unreadable: {e}", np.nan, 0
+    return ("audio file is empty" if info.frames == 0 else None), info.duration, info.samplerate
+
+
 def combine(loads: list[CorpusLoad]) -> CorpusLoad:
-    """One result from several: manifests merged (utt_id clashes raise), skipped rows stacked."""
+    """One result from several: manifests merged, rows repeating an earlier part's ``utt_id``
+    skipped and counted (like any bad row), skipped rows stacked."""
     frames = [ld.manifest for ld in loads if not ld.manifest.empty]
-    skipped = [ld.skipped for ld in loads if not ld.skipped.empty]
-    return CorpusLoad(manifest.merge(frames) if frames else manifest.empty(),
-                      pd.concat(skipped, ignore_index=True) if skipped
-                      else pd.DataFrame(columns=SKIP_COLUMNS))
+    merged, dups = drop_duplicates(manifest.coerce(pd.concat(frames, ignore_index=True, sort=False))) \
+        if frames else (manifest.empty(), [])
+    skipped = [ld.skipped for ld in loads if not ld.skipped.empty] + [pd.DataFrame(dups, columns=SKIP_COLUMNS)]
+    return CorpusLoad(manifest.coerce(merged), pd.concat(skipped, ignore_index=True))
 
 
 def skipped_only(records: list[dict]) -> CorpusLoad:
