@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "make test (" + " ".join(["pytest", *COMMAND[3:]]) + ")", "machine": machine(),
               "load_avg_1min_before": load_before, "wall_s": round(wall, 1), "limit_s": LIMIT_S,
               "within_limit": wall <= LIMIT_S, "exit_code": res.returncode,
-              "outcome": outcome_counts(closing[0]) if closing else {}}
+              "outcome": outcome_counts(closing[0]) if closing else {},
+              "not_passed": [line for line in res.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]}
     path = results_dir() / "test_suite.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['outcome']} in {wall:.0f} s; wrote {path}")

@@ -28,8 +28,8 @@ def sqa_run(stage: str, env: dict, *params: str) -> Path:
     cmd = [sys.executable, "-m", "sqa.cli", "run", stage, "-q", "-p", "profile", "paper", *pairs]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"sqa run {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    line = next(s for s in done.stdout.splitlines() if s.startswith("executed notebook: "))
-    return Path(line.removeprefix("executed notebook: ")).parent
+    line = next(s for s in done.stderr.splitlines() if s.startswith("== ") and " done in " in s)
+    return Path(line.split(" -> ", 1)[1])
 
 
 def write_data_root(root: Path) -> set[str]:
