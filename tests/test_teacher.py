@@ -83,3 +83,23 @@ def test_frozen_backbone_and_finetune_top(backbone):
 def test_too_high_layer_is_named(backbone):
     with pytest.raises(ValueError, match="layer 9 requested but .* has 4 encoder blocks"):
         SslFeatures(backbone, [9])
+
+
+def test_long_clips_go_through_the_encoder_in_bounded_chunks(backbone, monkeypatch):
+    """Memory stays bounded for any clip length: past WHOLE_CLIP_MAX_S the encoder sees chunks of
+    at most 1.5 times that; shorter clips still go through whole (as the released model scores them)."""
+    from sqa.models import teacher as T
+
+    model = XlsrTeacher(TeacherConfig(str(backbone), [3], head={"dim_transformer": 16, "n_layers": 1})).eval()
+    monkeypatch.setattr(T, "WHOLE_CLIP_MAX_S", 2.0)
+    seen = []
+    features = model.features.forward
+    monkeypatch.setattr(model.features, "forward", lambda w: seen.append(w.shape[-1]) or features(w))
+    wave = 0.1 * torch.randn(1, int(6.8 * T.SAMPLE_RATE), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        short = model(wave[:, : 2 * T.SAMPLE_RATE])
+        assert seen == [2 * T.SAMPLE_RATE]
+        seen.clear()
+        long = model(wave)
+    assert seen == [2 * T.SAMPLE_RATE, 2 * T.SAMPLE_RATE, int(2.8 * T.SAMPLE_RATE)]  # the 0.8-s tail joins
+    assert torch.isfinite(long).all() and 1.0 <= float(long) <= 5.0 and short.shape == long.shape == (1,)

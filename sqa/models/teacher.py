@@ -20,7 +20,12 @@ from torch import Tensor, nn
 
 from sqa import atomic
 from sqa.models import checkpoint
-from sqa.models.heads import HeadConfig, SqaHead, crop_features, predict_long
+from sqa.models.heads import HeadConfig, SqaHead, crop_features, predict_long, window_starts
+
+SAMPLE_RATE = 16000
+#: clips up to this long go through the encoder whole (as the released XLS-R-SQA scores them);
+#: longer ones chunk by chunk, so memory does not grow with a clip's length
+WHOLE_CLIP_MAX_S = 60.0
 
 HUB_IDS = {"300m": "facebook/wav2vec2-xls-r-300m", "1b": "facebook/wav2vec2-xls-r-1b",
            "2b": "facebook/wav2vec2-xls-r-2b"}
@@ -116,7 +121,24 @@ class FeaturesAndHead(nn.Module):
         return predict_long(self.head, feats)
 
     def forward(self, wave: Tensor) -> Tensor:
-        return self.forward_features(self.features(wave))
+        if self.training or wave.shape[-1] <= WHOLE_CLIP_MAX_S * SAMPLE_RATE:
+            return self.forward_features(self.features(wave))
+        return self._forward_chunked(wave)
+
+    def _forward_chunked(self, wave: Tensor) -> Tensor:
+        """MOS of a long clip from chunks of ``WHOLE_CLIP_MAX_S`` (the last one up to 1.5 times that):
+        the mean over all the head's windows of every chunk, so memory is bounded for any length."""
+        step = int(WHOLE_CLIP_MAX_S * SAMPLE_RATE)
+        bounds = list(range(0, wave.shape[-1], step)) + [wave.shape[-1]]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < step // 2:
+            del bounds[-2]  # a short tail joins the chunk before it
+        total, count = 0.0, 0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            feats = self.features(wave[:, a:b])
+            k = len(window_starts(feats[0].shape[1], self.head.config.feat_seq_len, FRAME_RATE))  # hop 1 s
+            total = total + k * self.forward_features(feats)
+            count += k
+        return total / count
 
 
 class XlsrTeacher(FeaturesAndHead):
