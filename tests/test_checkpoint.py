@@ -223,10 +223,14 @@ def test_missing_metadata_and_garbage(tmp_path: pathlib.Path) -> None:
     _assert_refused(tmp_path / "absent.safetensors", "does not exist")
 
 
-def test_registering_module_is_imported_on_load(tmp_path: pathlib.Path, monkeypatch) -> None:
+@pytest.mark.parametrize("named, imported_module", [
+    ("sqa.models.lazy_fake", "sqa.models.lazy_fake"),
+    ("sqa.pruning.student", "sqa.training.pruning.student"),  # saved before the package layout changed
+])
+def test_registering_module_is_imported_on_load(tmp_path: pathlib.Path, monkeypatch, named, imported_module) -> None:
     path = tmp_path / "m.safetensors"
     save_file(_model().state_dict(), str(path), metadata={
-        "arch": "test-lazy", "config": json.dumps(CONFIG), "builder_module": "sqa.models.lazy_fake"})
+        "arch": "test-lazy", "config": json.dumps(CONFIG), "builder_module": named})
     imported = []
 
     def fake_import(name: str):
@@ -236,28 +240,11 @@ def test_registering_module_is_imported_on_load(tmp_path: pathlib.Path, monkeypa
     monkeypatch.setattr(importlib, "import_module", fake_import)
     monkeypatch.delitem(checkpoint._REGISTRY, "test-lazy", raising=False)
     model, info = checkpoint.load(path)
-    assert imported == ["sqa.models.lazy_fake"] and isinstance(model, TinyNet)
+    assert imported == [imported_module] and isinstance(model, TinyNet)
     monkeypatch.delitem(checkpoint._REGISTRY, "test-lazy")
 
     outside = tmp_path / "outside.safetensors"
     save_file(_model().state_dict(), str(outside), metadata={
         "arch": "test-lazy", "config": json.dumps(CONFIG), "builder_module": "os"})
     _assert_refused(outside, "unknown architecture 'test-lazy'")
-    assert imported == ["sqa.models.lazy_fake"]  # modules outside sqa are never imported
-
-
-def test_checkpoints_naming_a_moved_builder_module_still_load(tmp_path: pathlib.Path, monkeypatch) -> None:
-    """Pruned models saved before the package layout changed name ``sqa.pruning.*``."""
-    path = tmp_path / "old.safetensors"
-    save_file(_model().state_dict(), str(path), metadata={
-        "arch": "test-moved", "config": json.dumps(CONFIG), "builder_module": "sqa.pruning.student"})
-    imported = []
-
-    def fake_import(name: str):
-        imported.append(name)
-        checkpoint.register("test-moved", TinyNet)
-
-    monkeypatch.setattr(importlib, "import_module", fake_import)
-    model, _ = checkpoint.load(path)
-    assert imported == ["sqa.training.pruning.student"] and isinstance(model, TinyNet)
-    monkeypatch.delitem(checkpoint._REGISTRY, "test-moved")
+    assert imported == [imported_module]  # modules outside sqa are never imported
