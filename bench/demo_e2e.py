@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
               "within_limit": total <= LIMIT_S, "stages": runs, "points": stage_points(runs)}
     path = results_dir() / "demo_e2e.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(progress.StageTimer.summary(timer), file=sys.stderr)
+    print(timer.summary(), file=sys.stderr)
     print(f"wrote {path}")
     return 0
 

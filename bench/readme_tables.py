@@ -23,6 +23,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from sqa.pipeline.progress import clock
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "docs" / "results"
@@ -89,10 +91,6 @@ def models_block() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _clock(seconds: float) -> str:
-    return f"{int(seconds // 60)}:{int(round(seconds % 60)):02d}"
-
-
 def demo_e2e_block() -> str:
     f = BENCH / "demo_e2e.json"
     if not f.is_file():
@@ -103,8 +101,8 @@ def demo_e2e_block() -> str:
              "| stage run | wall (m:ss) |", "|---|---|"]
     for r in data["stages"]:
         detail = ", ".join(f"{k} {v}" for k, v in r["overrides"].items() if k != "baselines")
-        lines.append(f"| {r['stage']}{' (' + detail + ')' if detail else ''} | {_clock(r['seconds'])} |")
-    lines.append(f"| **total** | **{_clock(data['total_s'])}** |")
+        lines.append(f"| {r['stage']}{' (' + detail + ')' if detail else ''} | {clock(r['seconds'])} |")
+    lines.append(f"| **total** | **{clock(data['total_s'])}** |")
     p = data["points"]
     t, s, pr = p["teacher_vs_released_distillmos"], p["distilled_vs_labeled_only"], p["pruning"]
     lines += ["", f"What it shows (clip-weighted test PCC on the demo's PESQ-WB labels): the teacher "
@@ -121,7 +119,7 @@ def test_suite_block() -> str:
         return "Not measured yet: `python -m bench.test_suite`.\n"
     data = json.loads(f.read_text())
     counts = ", ".join(f"{n} {k}" for k, n in data["outcome"].items())
-    return (f"`make test` took **{_clock(data['wall_s'])}** ({counts}; {data['machine']['cores']} cores, 1-min "
+    return (f"`make test` took **{clock(data['wall_s'])}** ({counts}; {data['machine']['cores']} cores, 1-min "
             f"load {data['load_avg_1min_before']:.1f} before the run) — from `{f.relative_to(ROOT)}` "
             f"(`python -m bench.test_suite`).\n")
 
