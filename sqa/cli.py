@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "pseudo-labeling in one process per GPU (default 1)")
     run.set_defaults(func=_run)
     rep = sub.add_parser("reproduce", help="run every notebook in order for a profile")
-    rep.add_argument("--profile", default="demo", choices=["smoke", "demo", "paper"])
+    rep.add_argument("--profile", default="demo", choices=list(paths.PROFILES))
     rep.add_argument("--quick", action="store_true",
                      help="the quick demo (make demo): each stage once, 04 also labeled-only, fast "
                           "baselines; without it, the profile's sweeps of sizes, modes and seeds")

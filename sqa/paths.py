@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-PROFILES = ("smoke", "demo", "paper")
+PROFILES = ("smoke", "demo", "paper", "release")
 _TAG_OK = re.compile(r"[^A-Za-z0-9._+-]+")
 
 

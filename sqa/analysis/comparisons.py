@@ -30,9 +30,15 @@ SYNTHETIC_NOTE = ("Labels are PESQ-WB (ITU-T P.862.2 MOS-LQO) of synthetic speec
                   "PESQ-WB of synthetic speech, not listeners' opinion.")
 
 
+#: what release models learn (the release teacher's scores of synthetic degraded speech)
+TEACHER_NOTE = ("Labels are the released DistillMOS's scores of synthetic degraded speech: these numbers measure "
+                "agreement with that teacher, not with listeners' opinion.")
+
+
 def label_note(profile: str) -> str:
     """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
-    return "" if paths.check_profile(profile) == "paper" else SYNTHETIC_NOTE
+    profile = paths.check_profile(profile)
+    return "" if profile == "paper" else TEACHER_NOTE if profile == "release" else SYNTHETIC_NOTE
 
 
 def lineage_filter(found: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sqa import paths
 from sqa.data import manifest
 from sqa.data.corpora import base
 
@@ -37,12 +38,17 @@ def parse_spec(spec: str, data_root: Path) -> tuple[str, Path]:
 
 
 def prepare(specs: list[str], data_root: Path, profile: str, seed: int) -> list[Path]:
-    """Build any requested generated demo corpus, and the pool of real speech from
-    ``pool-sources`` (:mod:`sqa.synth.pool`), that is missing (resumes a partial build)."""
+    """Build any requested generated demo corpus, the pool of real speech from ``pool-sources``
+    (:mod:`sqa.synth.pool`), and the release profile's pools (:mod:`sqa.synth.release_corpus`)
+    that are missing (resumes a partial build)."""
     from sqa.pipeline import profiles
     from sqa.synth import demo_corpus
 
     parsed = [parse_spec(s, data_root) for s in specs]
+    if paths.check_profile(profile) == "release" and any(name == "pool" for name, _ in parsed):
+        from sqa.synth import release_corpus
+
+        release_corpus.build(Path(data_root), seed=seed)
     for root in (root for name, root in parsed if name == "pool"):  # the unlabeled pool of real speech
         from sqa.synth import pool
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqa import paths
-from sqa.synth import demo_corpus
+from sqa.synth import demo_corpus, release_corpus
 
 #: demo corpora, one per degradation family, plus the unlabeled pool (built by sqa.synth.demo_corpus)
 DEMO_CORPORA = [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
@@ -25,12 +25,18 @@ PAPER_CORPORA = [
 ]
 
 
+#: the release profile's pools, built by sqa.synth.release_corpus into outputs/release/data: the
+#: training pool (pseudo-labeled by stage 03) and the held-out pool labeled by the release teacher
+RELEASE_CORPORA = [f"pool:{name}" for name in (release_corpus.POOL, release_corpus.HELDOUT)]
+
+
 def default_corpora(profile: str) -> list[str]:
-    return list(PAPER_CORPORA if paths.check_profile(profile) == "paper" else DEMO_CORPORA)
+    profile = paths.check_profile(profile)
+    return list(PAPER_CORPORA if profile == "paper" else RELEASE_CORPORA if profile == "release" else DEMO_CORPORA)
 
 
 def default_data_root(profile: str) -> Path:
-    """Real corpora live under ``SQA_DATA_ROOT``; demo and smoke corpora are built into outputs."""
+    """Real corpora live under ``SQA_DATA_ROOT``; demo, smoke and release corpora are built into outputs."""
     return paths.data_root() if paths.check_profile(profile) == "paper" else paths.demo_data_dir(profile)
 
 
@@ -52,16 +58,21 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
         "demo": {"teacher": "distillmos", "init": "released", "epochs": 6, "lr": 3e-5, "batch_size": 16,
                  "window_s": 4.0},
         "paper": {"teacher": "xlsr-2b-l10", "epochs": 30, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+        # the released DistillMOS as shipped: no training, its own 7.68-s windows
+        "release": {"teacher": "distillmos", "init": "released", "epochs": 0, "lr": 3e-5, "batch_size": 16,
+                    "window_s": 7.68},
     },
     "06_analysis": {
         "smoke": {"baselines": ["mfcc-sqa", "dnsmos-p808"]},
         "demo": {"baselines": ["dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa"]},
         "paper": {"baselines": ["dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa"]},
+        "release": {"baselines": ["dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa"]},
     },
     "04_distill": {
         "smoke": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0},
         "demo": {"epochs": 4, "lr": 1e-3, "batch_size": 16, "window_s": 4.0},
         "paper": {"epochs": 20, "lr": 1e-3, "batch_size": 32, "window_s": 7.68},
+        "release": {"epochs": 6, "lr": 1e-3, "batch_size": 16, "window_s": 4.0},
     },
     # stage 05 also reads settings that are not notebook parameters from here (sqa.training.pruning.pruner.settings)
     "05_prune": {
@@ -74,6 +85,9 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
         "paper": {"size": "29%", "method": "taylor", "calibration_clips": 512, "steps": 8, "finetune_epochs": 10,
                   "recover_steps": 200, "gate_steps": 3000, "recover_lr": 5e-5, "lr": 1e-4, "batch_size": 32,
                   "window_s": 7.68, "labeled_mix": 0.2, "timing_repeats": 0},
+        "release": {"size": "1M", "method": "taylor", "calibration_clips": 32, "steps": 3, "finetune_epochs": 2,
+                    "recover_steps": 4, "gate_steps": 40, "recover_lr": 1e-4, "lr": 3e-4, "batch_size": 16,
+                    "window_s": 4.0, "labeled_mix": 0.0, "timing_repeats": 5},
     },
 }
 
@@ -113,6 +127,14 @@ SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
     "demo": {
         "04_distill": _demo_students(),
         "05_prune": [{"size": size} for size in ("1M", "250k")],
+    },
+    # the shipped students (sqa.pretrained): distilled from the released DistillMOS on the release
+    # pool alone (no labeled mix: its only labels are the teacher's); no pruning, no listening
+    "release": {
+        "04_distill": [{"size": size, "mode": "distill", "labeled_mix": "0", "lr": DEMO_STUDENT_LR[size]}
+                       for size in ("50k", "250k", "1M")],
+        "05_prune": [],
+        "07_listen": [],
     },
     "paper": {
         "04_distill": [{"size": size, "mode": mode} for size in ("10k", "50k", "250k", "1M", "4M")

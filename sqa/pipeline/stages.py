@@ -118,9 +118,16 @@ def fit(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, train_df: p
     When only the head trains (:func:`frozen_extractor`), features are cached once per clip and
     the head trains on random crops of them; otherwise the whole model trains on random
     ``window_s`` crops of the waveforms. ``extra_train`` (a dataset) is concatenated after the
-    main training set (the labeled share of a distillation mix).
+    main training set (the labeled share of a distillation mix). ``cfg.epochs == 0`` trains
+    nothing: the model is kept as given (the release profile's teacher, DistillMOS as shipped).
     """
     from torch.utils.data import ConcatDataset
+
+    from sqa.training import loop
+
+    if cfg.epochs == 0:
+        result = loop.untrained(model)
+        return result, result.model
 
     from sqa.data.datasets import ClipDataset
     from sqa.training import multigpu
@@ -286,11 +293,12 @@ def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mod
     if not 0 <= labeled_mix < 1:
         raise ValueError(f"labeled_mix={labeled_mix} must be in [0, 1)")
     pool = pseudo_frame(data, pseudo_dir)
+    if labeled_mix == 0:
+        return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos")
     labeled = ClipDataset(train_df, data.roots, window=int(round(window_s * SR)), crop="random", preload="auto")
     sampler = functools.partial(_mixed_sampler, len(pool), len(labeled), cfg.batch_size, labeled_mix, cfg.seed)
-    return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos",
-               batch_sampler_fn=sampler if labeled_mix > 0 else None,
-               extra_train=labeled if labeled_mix > 0 else None)
+    return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos", batch_sampler_fn=sampler,
+               extra_train=labeled)
 
 
 def _mixed_sampler(n_pool: int, n_labeled: int, batch_size: int, labeled_mix: float, seed: int, rank: int,

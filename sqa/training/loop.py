@@ -116,10 +116,10 @@ class TrainConfig:
         def bad(name: str, rule: str) -> ValueError:
             return ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {rule}")
 
-        for name in ("epochs", "batch_size"):
+        for name, least in (("epochs", 0), ("batch_size", 1)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise bad(name, "must be an integer >= 1")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise bad(name, f"must be an integer >= {least}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise bad("lr", "must be a positive number")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
@@ -533,6 +533,13 @@ def _report_epoch(row: dict, epochs: int, improved: bool) -> None:
     best = " (best so far)" if improved and math.isfinite(row["dev_pcc"]) else ""
     tqdm.write(f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, dev PCC {row['dev_pcc']:.3f}, "
                f"dev RMSE {row['dev_rmse']:.3f}{best} [{row['seconds']:.0f} s, {row['clips_per_s']:.1f} clips/s]")
+
+
+def untrained(model: nn.Module) -> FitResult:
+    """The result of ``epochs=0``: the model as given, in eval mode, with an empty log."""
+    nan = float("nan")
+    return FitResult(best_epoch=0, best_dev_pcc=nan, best_dev_rmse=nan, stopped_early=False,
+                     log=pd.DataFrame(columns=LOG_COLUMNS), model=model.eval())
 
 
 def fit(

@@ -1,4 +1,6 @@
-"""The unlabeled pool built by :mod:`sqa.synth.pool` as an adapter (every clip ``split=unlabeled``).
+"""A pool built by :mod:`sqa.synth.pool` as an adapter: every clip ``split=unlabeled``, unless the
+pool holds ``teacher_labels.csv`` (``clip, mos_raw, split``: a teacher's MOS and a dev/test split,
+written by :func:`sqa.synth.release_corpus.label_heldout`); then its clips are labeled by it.
 
 Layout: ``<root>/pool.csv`` (one record per clip: ``clip, path, clean, chain, condition, ...``)
 and ``<root>/clips/<shard>/<clip>.wav``. ``sys_id`` is the clip's degradation condition,
@@ -19,6 +21,7 @@ NAME = "pool"
 SCALE = "acr-1-5"
 LABEL_FILE = "pool.csv"
 REQUIRED = ["clip", "path", "clean", "chain", "condition", "skip_reason"]
+TEACHER_LABELS = "teacher_labels.csv"
 
 
 def load(root: Path | str) -> base.CorpusLoad:
@@ -36,4 +39,22 @@ def load(root: Path | str) -> base.CorpusLoad:
     rows = pd.DataFrame({"path": table["path"], "utt_id": corpus + "/" + table["clip"], "split": "unlabeled",
                          "sys_id": corpus + "/" + table["condition"], "source_id": corpus + "/" + table["clean"],
                          "mos_raw": np.nan, "chain": table["chain"], "clean": table["clean"]})
+    if (root / TEACHER_LABELS).is_file():
+        rows, unlabeled = _with_teacher_labels(rows, root, corpus)
+        skipped = base.combine([skipped, unlabeled])
     return base.combine([skipped, base.finalize(rows, corpus, root, SCALE, label_file=LABEL_FILE)])
+
+
+def _with_teacher_labels(rows: pd.DataFrame, root: Path, corpus: str) -> tuple[pd.DataFrame, base.CorpusLoad]:
+    """Rows labeled from ``teacher_labels.csv``; clips it has no label for are skipped, counted."""
+    labels = base.read_table(NAME, root / TEACHER_LABELS, ["clip", "mos_raw", "split"],
+                             "a teacher label file written by sqa.synth.release_corpus.label_heldout")
+    labels = labels.set_index(corpus + "/" + labels["clip"].astype(str))
+    known = rows["utt_id"].isin(labels.index)
+    missing = base.skipped_only([{"corpus": corpus, "file": TEACHER_LABELS, "row": u,
+                                  "reason": "no teacher label (the teacher failed on it)"}
+                                 for u in rows.loc[~known, "utt_id"]])
+    rows = rows[known].copy()
+    rows["mos_raw"] = rows["utt_id"].map(labels["mos_raw"]).to_numpy()
+    rows["split"] = rows["utt_id"].map(labels["split"]).to_numpy()
+    return rows, missing

@@ -1,0 +1,75 @@
+"""Ship the release profile's students into the package (``sqa.pretrained`` loads them by name).
+
+For each shipped size, the latest finished ``04_distill`` run of the release profile with that
+size (distilled, no labeled mix) is copied to ``sqa/weights/sqa-<size>.safetensors`` and
+exported to ``sqa-<size>.onnx`` (``sqa.export``, checked against torch); ``models.json`` records
+each file's run, teacher, held-out dev/test agreement with the teacher and SHA-256.
+
+    sqa reproduce --profile release        # the pools, the teacher's labels, the students
+    python -m sqa.pipeline.ship            # copy + export them into sqa/weights
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sqa import atomic, paths
+from sqa.pipeline import runs
+
+PROFILE = "release"
+SIZES = ("50k", "250k", "1M")
+STAGE = "04_distill"
+
+
+def release_run(size: str, profile: str = PROFILE) -> Path:
+    """The latest finished release student of ``size`` (distilled from pseudo-labels alone)."""
+    found = [r for r in runs.registry(profile, STAGE)
+             if str(r.get("tag", "")).startswith(f"size-{size}_mode-distill_labeled-mix-0.0_")]
+    if not found:
+        raise FileNotFoundError(f"no finished {STAGE} run of size {size} in the {profile} profile: "
+                                f"run `sqa reproduce --profile {profile}` first")
+    return paths.resolve_portable(found[-1]["dir"])
+
+
+def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES) -> dict:
+    """Copy and export the release students into ``out``; returns the ``models.json`` record."""
+    from sqa import export
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = {}
+    for size in sizes:
+        run = release_run(size, profile)
+        name = f"sqa-{size}"
+        weights = out / f"{name}.safetensors"
+        with atomic.atomic_path(weights) as tmp:
+            shutil.copyfile(run / "model.safetensors", tmp)
+        onnx = export.export(weights, "onnx", out / f"{name}.onnx")
+        params = json.loads((run / "params.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        record[name] = {"run": paths.portable(run), "teacher_run": params["inputs"].get("pseudo_labels"),
+                        "params": metrics["params"], "best_dev_pcc": metrics["best_dev_pcc"],
+                        "test": metrics["test"], "sha256": {"safetensors": export.sha256(weights),
+                                                            "onnx": export.sha256(onnx)}}
+        print(f"{name}: {weights} + {onnx.name} from {run.name} (dev PCC {metrics['best_dev_pcc']:.3f})",
+              flush=True)
+    atomic.write_json(out / "models.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from sqa import pretrained
+
+    parser = argparse.ArgumentParser(description="copy the release students into sqa/weights")
+    parser.add_argument("--profile", default=PROFILE)
+    args = parser.parse_args(argv)
+    ship(pretrained.weights_dir(), args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
