@@ -369,3 +369,19 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     pred, target = predict(model, make_datasets(corpus)[1], batch_size=8)
     best = log.loc[log["dev_pcc"].idxmax()]
     assert scores(target, pred)["pcc"] == pytest.approx(best["dev_pcc"], abs=1e-6)
+
+
+def test_multigpu_fit_spawns_cpu_processes_and_returns_the_best_weights(corpus, tmp_path):
+    """``sqa run --gpus N``'s path (:func:`sqa.training.multigpu.fit`) on the CPU: two spawned gloo
+    processes split each epoch's batches, rank 0's state comes back as the caller's result."""
+    from sqa.training import multigpu
+
+    torch.manual_seed(0)
+    train, dev = make_datasets(corpus)
+    cfg = TrainConfig(epochs=3, lr=0.05, batch_size=8, patience=None, progress=False, device="cpu")
+    res = multigpu.fit(2, TinyNet(), train, dev, cfg, tmp_path / "run")
+    assert res.log["step"].tolist() == [4, 8, 12]  # 64 clips / 2 ranks / batch 8
+    assert res.log["train_loss"].iloc[-1] < res.log["train_loss"].iloc[0]
+    pred, target = predict(res.model, dev, batch_size=8)
+    assert scores(target, pred)["pcc"] == pytest.approx(res.best_dev_pcc, abs=1e-6)
+    assert res.best_epoch == int(res.log.loc[res.log["dev_pcc"].idxmax(), "epoch"])
