@@ -251,6 +251,8 @@ def test_band_limitation_removes_out_of_band_energy(x):
 def test_every_available_codec_round_trips_aligned_with_same_length():
     names = codecs.available_codecs()
     assert {"g711_mulaw", "g711_alaw"} <= set(names)  # pcm codecs are in every ffmpeg build
+    # a parametric codec keeps no waveform to correlate: tests/test_codec_tools.py checks codec2
+    names = [n for n in names if codecs.CODECS[n].waveform]
     x = formant_speech(1.0, seed=4)
     odd = formant_speech(1.37, seed=5)
     for name in names:

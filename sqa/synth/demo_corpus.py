@@ -40,6 +40,10 @@ SR = 16000
 CLIP_SECONDS = 4.0
 CLEAN_SHARE = 0.05  # share of labeled clips left undegraded (the top of the scale)
 
+#: the codecs chains draw from, in this order: the bundled ffmpeg's original eight, pinned so that the
+#: corpora stay byte-identical on every machine as codecs are added (the Debian codec tools of
+#: ``sqa.synth.codec_tools`` are installed on some machines only)
+CODECS = ("opus", "mp3", "aac", "amr_nb", "g722", "g711_mulaw", "g711_alaw", "g726")
 #: corpus -> (degradation families, min, max chain length); the pool mixes everything
 CORPORA: dict[str, tuple[tuple[str, ...], int, int]] = {
     "demo-noise": (("noise", "enhance"), 1, 1),
@@ -192,7 +196,8 @@ def _make_clip(corpus: str, index: int, clip: str, source: str, seed: int, label
     if corpus in CORPORA and rng.random() < CLEAN_SHARE:
         chain = degradations.Chain(())
     else:
-        chain = degradations.sample_chain(rng, families, n_min, n_max, pool_ids=_WORKER["talkers"], skipped=skipped)
+        chain = degradations.sample_chain(rng, families, n_min, n_max, codecs=CODECS, pool_ids=_WORKER["talkers"],
+                                          skipped=skipped)
     deg = _quantize16(chain.apply(ref, SR, rng, pool=_WORKER["pool"]))
     score, skip_reason = None, None
     if label:

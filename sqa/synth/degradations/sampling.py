@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 import sqa.synth.codecs as sqa_codecs
+from sqa.synth.codec_tools import TOOL_CODECS
 from sqa.synth.degradations.base import FAMILIES, ORDER, Degradation, _rng
 from sqa.synth.degradations.chain import Chain
 from sqa.synth.degradations.enhance import SpectralSubtraction
@@ -24,6 +25,8 @@ _ENHANCE_NOISES = ("white", "pink", "brown", "babble", "band")
 _CODEC_KBPS: dict[str, Any] = {
     "opus": (6, 24), "aac": (12, 48), "mp3": [8, 16, 24, 32, 48, 64],
     "amr_nb": [4.75, 5.15, 5.9, 6.7, 7.4, 7.95, 10.2, 12.2], "g726": [16, 24, 32, 40],
+    # codec2, Speex: every mode, from 0.45 to 42.2 kb/s
+    **{name: list(spec.kbps_choices) for name, spec in TOOL_CODECS.items() if len(spec.kbps_choices) > 1},
 }
 
 

@@ -14,7 +14,7 @@ from sqa.synth.degradations.base import Degradation, _register
 @_register
 @dataclass(frozen=True)
 class Codec(Degradation):
-    """ffmpeg codec round trip (:func:`sqa.synth.codecs.roundtrip`); ``bitrate_kbps=None`` -> default."""
+    """Codec round trip, ffmpeg or codec tool (:func:`sqa.synth.codecs.roundtrip`); ``bitrate_kbps=None`` -> default."""
 
     name: ClassVar[str] = "codec"
     family: ClassVar[str] = "codec"
