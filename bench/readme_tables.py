@@ -7,6 +7,9 @@ Each table sits in README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NA
 - ``speed-<profile>``: trained models timed side by side (``bench/results/pruned_vs_distilled_<profile>.json``);
 - ``models``: architecture presets and baselines (``bench/results/models.json``).
 
+The model card, ``docs/models.md``, has its own blocks (``release-*``: the shipped students'
+agreement with their teacher and speed, from ``bench/results/release_models.json``).
+
     python -m bench.readme_tables                                     # rewrite the README tables
     python -m bench.readme_tables --check                             # exit 1 if the README is stale
     python -m bench.readme_tables --publish outputs/demo/06_analysis/seed-0   # then commit docs/results/demo
@@ -27,6 +30,7 @@ from sqa.pipeline.progress import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+MODEL_CARD = ROOT / "docs" / "models.md"
 RESULTS = ROOT / "docs" / "results"
 BENCH = ROOT / "bench" / "results"
 PROFILES = ("demo",)
@@ -150,6 +154,63 @@ def lazy_memory_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ci(m: dict) -> str:
+    return f"{m['estimate']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+
+
+def _release() -> tuple[Path, dict | None]:
+    f = BENCH / "release_models.json"
+    return f, json.loads(f.read_text()) if f.is_file() else None
+
+
+def release_agreement_block() -> str:
+    f, data = _release()
+    if data is None:
+        return "Not measured yet: `python -m bench.release_models`.\n"
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_models`): {data['n_test']} held-out test "
+             f"clips, 95 % bootstrap CIs over whole clean files and conditions ({data['n_boot']} resamples).", "",
+             "| model | params | PCC | SRCC | RMSE |", "|---|---|---|---|---|"]
+    for name, m in data["models"].items():
+        if "agreement" in m:
+            a = m["agreement"]["overall"]
+            lines.append(f"| {name} | {_count(m['params'])} | {_ci(a['pcc'])} | {_ci(a['srcc'])} | {_ci(a['rmse'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def release_families_block() -> str:
+    f, data = _release()
+    if data is None:
+        return "Not measured yet: `python -m bench.release_models`.\n"
+    students = [n for n, m in data["models"].items() if "agreement" in m]
+    families = sorted({fam for n in students for fam in data["models"][n]["agreement"]["per_family"]})
+    lines = ["PCC with the teacher per degradation family (a clip counts in every family of its chain), 95 % CIs:",
+             "", "| family | clips | " + " | ".join(students) + " |", "|---|---|" + "---|" * len(students)]
+    for fam in families:
+        per = [data["models"][n]["agreement"]["per_family"][fam] for n in students]
+        lines.append(f"| {fam} | {per[0]['n']} | " + " | ".join(_ci(p["pcc"]) for p in per) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def release_speed_block() -> str:
+    f, data = _release()
+    if data is None:
+        return "Not measured yet: `python -m bench.release_models`.\n"
+    lines = [f"Speed: {SPEED_PROTOCOL}; {data['machine']['cores']} cores.", "",
+             "| model | params | ms per clip, 1 / 2 threads | faster than DistillMOS, 1 / 2 threads |",
+             "|---|---|---|---|"]
+    for name, m in data["models"].items():
+        t = m["speed"]
+        up = m.get("speedup_vs_distillmos")
+        lines.append(f"| {name} | {_count(m['params'])} | {t['1']['ms_per_clip']:.1f} / {t['2']['ms_per_clip']:.1f} | "
+                     + (f"{up['1']:.1f}x / {up['2']:.1f}x |" if up else "– |"))
+    return "\n".join(lines) + "\n"
+
+
+def card_blocks() -> dict[str, str]:
+    return {"release-agreement": release_agreement_block(), "release-families": release_families_block(),
+            "release-speed": release_speed_block()}
+
+
 def blocks() -> dict[str, str]:
     out = {"models": models_block(), "speed-protocol": f"Speed, everywhere in this README: {SPEED_PROTOCOL}.\n",
            "demo-e2e": demo_e2e_block(), "test-suite": test_suite_block(), "score-memory": score_memory_block(),
@@ -160,12 +221,13 @@ def blocks() -> dict[str, str]:
     return out
 
 
-def render(text: str) -> str:
-    """``text`` (the README) with every known block replaced by its regenerated content."""
-    made = blocks()
+def render(text: str, made: dict[str, str] | None = None, doc: str = "README.md") -> str:
+    """``text`` (the README, or ``doc`` with ``made``) with every known block replaced by its
+    regenerated content."""
+    made = blocks() if made is None else made
     missing = [name for name in made if f"<!-- begin: {name} -->" not in text]
     if missing:
-        raise ValueError(f"README.md lacks the marker comments of {missing}")
+        raise ValueError(f"{doc} lacks the marker comments of {missing}")
     return _BLOCK.sub(lambda m: m.group(1) + made.get(m.group("name"), m.group("body")) + m.group(4), text)
 
 
@@ -189,17 +251,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.publish:
         print(f"published {publish(args.publish)}")
-    text = README.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
-            print("README.md tables differ from the committed files: run python -m bench.readme_tables",
-                  file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
-    print("README.md tables regenerated" if new != text else "README.md tables already current")
-    return 0
+    stale = 0
+    for path, made in ((README, blocks()), (MODEL_CARD, card_blocks())):
+        text = path.read_text()
+        new = render(text, made, path.name)
+        if args.check:
+            if new != text:
+                print(f"{path.name} tables differ from the committed files: run python -m bench.readme_tables",
+                      file=sys.stderr)
+                stale = 1
+            continue
+        path.write_text(new)
+        print(f"{path.name} tables regenerated" if new != text else f"{path.name} tables already current")
+    return stale
 
 
 if __name__ == "__main__":

@@ -48,3 +48,8 @@ def test_test_suite_outcome_is_read_from_pytests_closing_line():
     assert outcome_counts("3 failed, 420 passed, 1 skipped, 2 errors in 300.12s (0:05:00)") == {
         "failed": 3, "passed": 420, "skipped": 1, "errors": 2}
     assert outcome_counts("no tests ran in 0.01s") == {}
+
+
+def test_model_card_tables_equal_what_the_committed_files_give():
+    text = readme_tables.MODEL_CARD.read_text()
+    assert readme_tables.render(text, readme_tables.card_blocks(), "models.md") == text

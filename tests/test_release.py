@@ -101,7 +101,8 @@ def test_release_profile_stages_01_to_04(tmp_path):
     teacher as shipped, pseudo-labels and a student distilled from them alone."""
     data_root = tmp_path / "data"
     data_root.mkdir()
-    size = {"train_files": 3, "heldout_files": 2, "pool_clips": 8, "heldout_clips": 6, "sentences_per_file": 1}
+    size = {"train_files": 3, "heldout_files": 2, "pool_clips": 8, "heldout_clips": 6, "sentences_per_file": 1,
+            "human_files_per_set": 1}
     (data_root / release_corpus.OVERRIDES).write_text(json.dumps(size))
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "SQA_OUTPUTS": str(tmp_path / "outputs"), "OMP_WAIT_POLICY": "PASSIVE",
@@ -113,11 +114,13 @@ def test_release_profile_stages_01_to_04(tmp_path):
     train = manifest[manifest["corpus"] == release_corpus.POOL]
     assert len(train) == 8 and set(train["split"]) == {"unlabeled"}
     assert len(held) == 6 and set(held["split"]) <= {"dev", "test"} and held["mos"].between(1, 5).all()
-    assert not set(held["source_id"].str.split("/").str[1]) & set(train["source_id"].str.split("/").str[1])
+    voice = lambda df: set(df["source_id"].str.split("/").str[2])  # noqa: E731 - <corpus>/clean/<voice>/<file>
+    assert voice(held) and not voice(held) & voice(train)
 
     teacher = sqa_run("02", env)
-    preds = pd.read_csv(teacher / "predictions.csv").merge(held[["utt_id", "mos"]], on="utt_id")
-    assert len(preds) == 6 and (preds["pred"] - preds["mos"]).abs().max() < 1e-4  # the labels are its scores
+    preds = pd.read_csv(teacher / "predictions.csv")
+    assert sorted(preds["utt_id"]) == sorted(held["utt_id"])
+    assert (preds["pred"] - preds["mos"]).abs().max() < 1e-4  # the held-out labels are its own scores
 
     labels = sqa_run("03", env, "num_workers", "1", "batch_size", "4")
     pseudo = pd.read_parquet(labels / "pseudo" / "pseudo_labels.parquet")
@@ -127,3 +130,10 @@ def test_release_profile_stages_01_to_04(tmp_path):
                       "window_s", "1.0")
     assert student.name.startswith("size-10k_mode-distill_labeled-mix-0.0_")
     assert json.loads((student / "metrics.json").read_text())["test"][release_corpus.HELDOUT]["n"] > 0
+
+
+def test_engines_take_turns_before_voices():
+    voices = [f"espeak-en+m{i}" for i in range(1, 9)] + ["flite-slt", "piper-joe"]
+    picked = release_corpus.by_engine(voices, 9)
+    assert [release_corpus.engine(v) for v in picked] == ["espeak", "flite", "piper"] * 3
+    assert picked[0::3] == ["espeak-en+m1", "espeak-en+m2", "espeak-en+m3"]

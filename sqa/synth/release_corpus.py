@@ -3,10 +3,10 @@ voice, and a held-out pool labeled by the release teacher (the released DistillM
 
 Clean speech comes from every voice :func:`sqa.synth.voices.available` finds (the bundled piper
 voice in varied styles, and the voices Debian packages add) speaking sentences of our grammar
-(:mod:`sqa.synth.sentences`), plus the human recordings installed packages ship. Voices and
-sentences are split once: the held-out pool's voices (:data:`HELDOUT_EVERY`-th voice by name,
-never the piper voice) and sentences are used nowhere in training, and its degradations are drawn
-with another seed. Both pools are made by the pool builder (:func:`sqa.synth.pool.build`) with
+(:mod:`sqa.synth.sentences`), plus the human recordings installed packages ship. Voices, human
+speakers and sentences are split once: the held-out pool's voices and speakers (every
+:data:`HELDOUT_EVERY`-th by name, never the piper voice) and sentences are used nowhere in
+training, and its degradations are drawn with another seed. Both pools are made by the pool builder (:func:`sqa.synth.pool.build`) with
 every degradation family at wide severities (:data:`POOL_CONFIG`).
 
 Layout under the data root::
@@ -35,6 +35,7 @@ from sqa import atomic
 SOURCES, POOL, HELDOUT = "release-sources", "release-pool", "release-heldout"
 TEACHER_LABELS = "teacher_labels.csv"
 OVERRIDES = "release.json"
+HUMAN_CHUNK = 4  # human recordings (short prompts) joined into one clean file
 HELDOUT_EVERY = 4  # every 4th voice (sorted by name, piper excepted) speaks only held-out sentences
 DEV_SHARE = 0.3  # share of the held-out clean files whose clips form the dev split (the rest: test)
 #: wide severities: noise in most clips (-5..35 dB SNR), rooms in half, 1-3 further steps of
@@ -48,9 +49,10 @@ POOL_CONFIG = {"clip_s": 4.0, "p_rir": 0.5, "p_noise": 0.75, "p_chain": 0.7, "ma
 class Size:
     train_files: int = 240  # clean files (2-3 sentences each) for the training pool
     heldout_files: int = 60
-    pool_clips: int = 4000
+    pool_clips: int = 5000
     heldout_clips: int = 600
     sentences_per_file: int = 3
+    human_files_per_set: int = 40  # clean files made from each human recording set (speaker)
 
 
 def size_for(data: Path) -> Size:
@@ -79,10 +81,26 @@ def split_voices(names: list[str]) -> tuple[list[str], list[str]]:
     return [n for n in names if n not in held], held
 
 
+def engine(voice: str) -> str:
+    """The synthesis engine of a voice name (``espeak-en-us+m3`` -> ``espeak``)."""
+    return voice.split("-", 1)[0]
+
+
+def by_engine(voices: list[str], n: int) -> list[str]:
+    """``n`` voices in turn: engines take turns (so 96 espeak-ng variants do not crowd out piper,
+    flite and festival), each engine's voices take turns within it."""
+    groups: dict[str, list[str]] = {}
+    for v in sorted(voices):
+        groups.setdefault(engine(v), []).append(v)
+    engines = sorted(groups)
+    return [groups[engines[i % len(engines)]][(i // len(engines)) % len(groups[engines[i % len(engines)]])]
+            for i in range(n)]
+
+
 def plan(voice_names: list[str], size: Size, seed: int) -> pd.DataFrame:
     """One row per clean file: ``part`` (train/heldout), ``voice``, ``file``, ``text``, ``seed``.
     Held-out files use held-out voices (all voices when there is only one) and sentences that no
-    training file speaks."""
+    training file speaks; engines take turns (:func:`by_engine`)."""
     from sqa.synth import sentences
 
     train_voices, held_voices = split_voices(voice_names)
@@ -92,8 +110,7 @@ def plan(voice_names: list[str], size: Size, seed: int) -> pd.DataFrame:
     for part, n, voices, offset in (("train", size.train_files, train_voices, 0),
                                     ("heldout", size.heldout_files, held_voices or train_voices,
                                      size.train_files * k)):
-        for i in range(n):
-            voice = voices[i % len(voices)]
+        for i, voice in enumerate(by_engine(voices, n)):
             rows.append({"part": part, "voice": voice, "file": f"clean/{voice}/{part}-{i:05d}.wav",
                          "text": " ".join(texts[offset + i * k: offset + (i + 1) * k]),
                          "seed": int(np.random.default_rng([seed, 7, offset + i]).integers(2**31))})
@@ -138,17 +155,31 @@ def speak_all(sources: Path, files: pd.DataFrame, n_jobs: int, progress: bool) -
             f.result()
 
 
-def add_human_recordings(train_sources: Path) -> int:
-    """Copy the human speech recordings that installed packages ship into the training speech."""
+def add_human_recordings(sources: Path, size: Size, seed: int) -> dict[str, int]:
+    """The human speech recordings that installed packages ship, as clean files: per recording
+    set (a speaker), up to ``size.human_files_per_set`` files of :data:`HUMAN_CHUNK` consecutive
+    recordings joined by short pauses; sets are held out like voices (:func:`split_voices`).
+    Returns the files written per set (``heldout/`` or ``train/`` below ``sources``)."""
     from sqa.data import audio
     from sqa.synth import voices
 
-    recordings = voices.human_recordings()
-    for path in recordings:
-        out = train_sources / "clean" / "human" / f"{path.parent.name}-{path.stem}.wav"
-        if not out.is_file():
-            audio.save(out, audio.load(path), 16000, subtype="PCM_16")
-    return len(recordings)
+    by_set: dict[str, list[Path]] = {}
+    for rec in voices.human_recordings():
+        by_set.setdefault(rec.source.name, []).append(rec.path)
+    train, held = split_voices(list(by_set))
+    written = {}
+    for name, files in sorted(by_set.items()):
+        part = "heldout" if name in held else "train"
+        order = np.random.default_rng([seed, 13]).permutation(len(files))
+        chunks = [sorted(files[i] for i in order[k:k + HUMAN_CHUNK]) for k in range(0, len(files), HUMAN_CHUNK)]
+        for i, chunk in enumerate(chunks[:size.human_files_per_set]):
+            out = sources / part / "clean" / f"human-{name}" / f"{part}-{i:05d}.wav"
+            if not out.is_file():
+                pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
+                x = np.concatenate([y for f in chunk for y in (audio.load(f), pause)])
+                audio.save(out, x, 16000, subtype="PCM_16")
+        written[f"{part}/{name}"] = min(len(chunks), size.human_files_per_set)
+    return written
 
 
 # ---------------------------------------------------------------- the build
@@ -165,7 +196,7 @@ def build(data: Path | str, seed: int = 0, n_jobs: int | None = None, progress: 
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
     sources = data / SOURCES
     speak_all(sources, files, n_jobs, progress)
-    n_human = add_human_recordings(sources / "train")
+    human = add_human_recordings(sources, size, seed)
     reports = {}
     for part, folder, n, pool_seed in (("train", POOL, size.pool_clips, seed),
                                        ("heldout", HELDOUT, size.heldout_clips, seed + 1000)):
@@ -173,7 +204,7 @@ def build(data: Path | str, seed: int = 0, n_jobs: int | None = None, progress: 
         reports[folder] = asdict(pool.build(sources / part, data / folder, cfg, n_jobs=n_jobs, progress=progress))
     label_heldout(data / HELDOUT, seed, progress)
     report = {"size": asdict(size), "seed": seed, "voices": names, "heldout_voices": split_voices(names)[1],
-              "human_recordings": n_human, "pools": reports}
+              "human_files": human, "pools": reports}
     atomic.write_json(data / "release_report.json", report)
     return report
 
