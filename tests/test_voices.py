@@ -147,3 +147,20 @@ def test_installed_human_recordings_are_speech(source):
     assert len(x) > 0.3 * SR and np.all(np.isfinite(x))
     assert -50.0 < active_level_db(x) < 0.0
     assert band_share(x, 80, 5000) > 0.8
+
+
+def test_a_voice_programs_wav_whose_header_promises_one_frame_more_is_read(tmp_path):
+    import soundfile as sf
+
+    from sqa.data import audio
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.linspace(-0.5, 0.5, 22050, dtype=np.float32), 22050, subtype="PCM_16")
+    raw = bytearray(wav.read_bytes())
+    at = raw.index(b"data") + 4
+    raw[at:at + 4] = (int.from_bytes(raw[at:at + 4], "little") + 2).to_bytes(4, "little")
+    wav.write_bytes(bytes(raw))
+    with pytest.raises(audio.AudioError):
+        audio.load(wav)
+    x = voices.read_output(wav, 16000)
+    assert x.dtype == np.float32 and abs(len(x) - 16000) <= 1 and np.isfinite(x).all()

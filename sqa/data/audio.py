@@ -348,7 +348,7 @@ def _mono_blocks(path: Path, f: sf.SoundFile, frames: int, block_seconds: float,
         if sr == target_sr:
             yield mono
             continue
-        y = _resample(mono, sr, target_sr)
+        y = resample(mono, sr, target_sr)
         first = (start - lo) // down * up
         n_out = (stop - start) // down * up if stop < frames else _resampled_length(stop - start, sr, target_sr)
         yield y[first : first + n_out]
@@ -366,7 +366,8 @@ def _read(path: Path, f: sf.SoundFile, start: int, n: int) -> np.ndarray:
     return raw
 
 
-def _resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """``x`` (1-D float32) from ``sr`` to ``target_sr`` Hz (torchaudio's windowed-sinc resampler)."""
     import torch
     import torchaudio.functional
 

@@ -117,7 +117,7 @@ class Voice:
             text_file.write_text(text.strip() + "\n", encoding="utf-8")
             cmd, read_sr = _COMMANDS[self.engine](self, str(text_file), str(wav), rng)
             _run(self.name, cmd, wav)
-            x = audio.load(wav, read_sr)  # read_sr != 16 kHz shifts pitch (HTS), labelled 16 kHz below
+            x = read_output(wav, read_sr)  # read_sr != 16 kHz shifts pitch (HTS), labelled 16 kHz below
         return _set_level(x, rng, self.name, text)
 
 
@@ -163,6 +163,17 @@ def _festival(voice: Voice, text_file: str, wav: str, rng: np.random.Generator) 
 
 
 _COMMANDS = {"espeak-ng": _espeak, "flite": _flite, "festival": _festival}
+
+
+def read_output(wav: Path, target_sr: int) -> np.ndarray:
+    """A voice program's WAV as mono float32 at ``target_sr``: the frames it holds, even where its
+    header promises one more (espeak-ng and festival write the header before they know the length;
+    :func:`sqa.data.audio.load` rightly refuses such a file from a user)."""
+    import soundfile as sf
+
+    x, sr = sf.read(wav, dtype="float32", always_2d=True)
+    mono = x.mean(axis=1, dtype=np.float32)
+    return mono if sr == target_sr else audio.resample(mono, sr, target_sr)
 
 
 def _run(name: str, cmd: list[str], wav: Path) -> None:
