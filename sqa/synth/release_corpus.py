@@ -177,7 +177,8 @@ def add_human_recordings(sources: Path, size: Size, seed: int) -> dict[str, int]
             if not out.is_file():
                 pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
                 x = np.concatenate([y for f in chunk for y in (audio.load(f), pause)])
-                audio.save(out, x, 16000, subtype="PCM_16")
+                peak = float(np.max(np.abs(x)))  # resampling 8 kHz prompts can overshoot full scale
+                audio.save(out, x * (0.99 / peak) if peak > 0.99 else x, 16000, subtype="PCM_16")
         written[f"{part}/{name}"] = min(len(chunks), size.human_files_per_set)
     return written
 
