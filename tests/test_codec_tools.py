@@ -7,6 +7,7 @@ availability, error and sampler tests run everywhere.
 from __future__ import annotations
 
 import sys
+
 import numpy as np
 import pytest
 from scipy import signal

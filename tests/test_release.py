@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -137,3 +138,25 @@ def test_engines_take_turns_before_voices():
     picked = release_corpus.by_engine(voices, 9)
     assert [release_corpus.engine(v) for v in picked] == ["espeak", "flite", "piper"] * 3
     assert picked[0::3] == ["espeak-en+m1", "espeak-en+m2", "espeak-en+m3"]
+
+
+def test_human_recordings_are_joined_held_out_by_set_and_unreadable_ones_counted(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from sqa.synth import voices
+
+    recs = []
+    for s, name in enumerate(["alsa", "asterisk-a", "asterisk-b", "asterisk-c"]):
+        source = voices.HumanSpeech(name, "pkg", "CC0", "en", "someone", str(tmp_path / name))
+        for i in range(6):
+            path = tmp_path / name / f"p{i}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, 0.3 * np.sin(np.arange(8000 * (i + 1)) * 0.05 * (s + 1)).astype(np.float32) if i else
+                     np.zeros(0, dtype=np.float32), 8000)
+            recs.append(voices.Recording(path, source))
+    monkeypatch.setattr(voices, "human_recordings", lambda: recs)
+    out = release_corpus.add_human_recordings(tmp_path / "src", release_corpus.Size(human_files_per_set=5), seed=0)
+    assert out["heldout/asterisk-c"] == 2 and out["train/alsa"] == 2 and len(out["skipped"]) == 4
+    assert all("empty" in why for why in out["skipped"].values())
+    joined = sorted((tmp_path / "src" / "train" / "clean" / "human-alsa").glob("*.wav"))
+    assert len(joined) == 2 and sf.info(joined[0]).samplerate == 16000 and sf.info(joined[0]).duration > 2

@@ -155,11 +155,24 @@ def speak_all(sources: Path, files: pd.DataFrame, n_jobs: int, progress: bool) -
             f.result()
 
 
+def _readable(path: Path, skipped: dict) -> np.ndarray:
+    """A recording's samples, or none (its reason kept in ``skipped``) if it cannot be read."""
+    from sqa.data import audio
+
+    try:
+        return audio.load(path)
+    except audio.AudioError as err:
+        skipped[str(path)] = str(err).removeprefix(f"{path}: ")
+        return np.zeros(0, dtype=np.float32)
+
+
 def add_human_recordings(sources: Path, size: Size, seed: int) -> dict[str, int]:
     """The human speech recordings that installed packages ship, as clean files: per recording
     set (a speaker), up to ``size.human_files_per_set`` files of :data:`HUMAN_CHUNK` consecutive
     recordings joined by short pauses; sets are held out like voices (:func:`split_voices`).
-    Returns the files written per set (``heldout/`` or ``train/`` below ``sources``)."""
+    Recordings that cannot be read (some packages ship empty prompts) are left out and counted.
+    Returns the files written per set (``heldout/`` or ``train/`` below ``sources``) and the
+    recordings left out with their reasons (``"skipped"``)."""
     from sqa.data import audio
     from sqa.synth import voices
 
@@ -167,7 +180,7 @@ def add_human_recordings(sources: Path, size: Size, seed: int) -> dict[str, int]
     for rec in voices.human_recordings():
         by_set.setdefault(rec.source.name, []).append(rec.path)
     train, held = split_voices(list(by_set))
-    written = {}
+    written: dict = {"skipped": {}}
     for name, files in sorted(by_set.items()):
         part = "heldout" if name in held else "train"
         order = np.random.default_rng([seed, 13]).permutation(len(files))
@@ -176,10 +189,14 @@ def add_human_recordings(sources: Path, size: Size, seed: int) -> dict[str, int]
             out = sources / part / "clean" / f"human-{name}" / f"{part}-{i:05d}.wav"
             if not out.is_file():
                 pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
-                x = np.concatenate([y for f in chunk for y in (audio.load(f), pause)])
+                x = np.concatenate([y for f in chunk for y in (_readable(f, written["skipped"]), pause)])
                 peak = float(np.max(np.abs(x)))  # resampling 8 kHz prompts can overshoot full scale
-                audio.save(out, x * (0.99 / peak) if peak > 0.99 else x, 16000, subtype="PCM_16")
-        written[f"{part}/{name}"] = min(len(chunks), size.human_files_per_set)
+                if peak > 0:
+                    audio.save(out, x * (0.99 / peak) if peak > 0.99 else x, 16000, subtype="PCM_16")
+        written[f"{part}/{name}"] = sum(1 for p in (sources / part / "clean" / f"human-{name}").glob("*.wav"))
+    log = sources / "human_skipped.json"  # kept across resumed builds
+    written["skipped"] = {**(json.loads(log.read_text()) if log.is_file() else {}), **written["skipped"]}
+    atomic.write_json(log, written["skipped"])
     return written
 
 
