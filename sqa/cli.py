@@ -1,4 +1,7 @@
-"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export``."""
+"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export``.
+
+``score`` and ``export`` work from any install; ``run``, ``reproduce`` and ``stages`` need a checkout
+(the notebooks) and the ``notebooks`` extra: a missing one is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-from sqa import export, paths, score
-from sqa.pipeline import notebooks, progress, runs
+from sqa import export, extras, paths, score
+from sqa.pipeline import notebooks, progress
 
 
 def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
@@ -23,8 +27,9 @@ def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
     values (:func:`sqa.pipeline.notebooks.validate`) before the first cell runs; a name given
     twice is an error. Unless ``quiet``, the stage's own progress (its text bars and prints)
     streams to the terminal while it runs, between a start line and a line with its wall time."""
-    import papermill
+    from sqa.pipeline import runs
 
+    papermill = extras.require("papermill", "sqa run")
     stage = notebooks.path(stage).stem
     declared = notebooks.declared(stage)
     notebooks.check_repeats([n for n, _ in pairs])
@@ -63,10 +68,9 @@ def _run(args: argparse.Namespace) -> int:
             raise notebooks.ParameterError(f"--gpus {args.gpus}: give at least 1")
         os.environ[GPUS_ENV] = str(args.gpus)
     try:
-        run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet)
+        return _notebooks(lambda: run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet))
     finally:
         _restore_env(GPUS_ENV, before)
-    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -75,12 +79,26 @@ def _reproduce(args: argparse.Namespace) -> int:
     from sqa.pipeline import profiles
 
     timer = progress.StageTimer()
-    try:
+
+    def every_stage() -> None:
         for stage in notebooks.stages():
             for overrides in profiles.sweep(args.profile, stage, args.quick):
                 run_stage(stage, [("profile", args.profile), *overrides.items()], args.quiet, timer)
+
+    try:
+        return _notebooks(every_stage)
     finally:
         print(timer.summary(), file=sys.stderr, flush=True)
+
+
+def _notebooks(run: Callable[[], object]) -> int:
+    """``run()``, which executes notebooks; a failing cell is one line on stderr and exit code 1."""
+    papermill = extras.require("papermill", "sqa run")
+    try:
+        run()
+    except papermill.PapermillExecutionError as e:
+        print(f"sqa: error: notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -203,17 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except notebooks.ParameterError as e:
+    except (notebooks.ParameterError, extras.MissingExtra, paths.NoCheckoutError) as e:
         print(f"sqa: error: {e}", file=sys.stderr)
         return 2
-    except PapermillExecutionError as e:
-        print(f"sqa: error: notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

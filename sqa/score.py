@@ -401,7 +401,7 @@ def training_note(source: str) -> str:
         return ""
     if profile not in paths.PROFILES:
         return ""
-    from sqa.analysis.comparisons import label_note
+    from sqa.pipeline.profiles import label_note
 
     return label_note(profile)
 

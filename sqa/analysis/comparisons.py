@@ -7,7 +7,6 @@
 - :func:`seed_summary`: several runs of one kind and size (seeds) as mean ± sd.
 - :func:`paired_comparisons`: distilled vs labeled-only and pruned vs distilled at each size, as
   paired bootstrap CIs of the difference on the same clips.
-- :func:`label_note`: what the models of a profile learned to predict.
 """
 
 from __future__ import annotations
@@ -25,16 +24,6 @@ LEFT_OUT_COLUMNS = ["label", "stage", "tag", "dir", "reason"]
 #: the comparisons the text of a results section makes: (kind A, kind B) at the same size
 PAIRS = (("distilled", "labeled-only"), ("pruned", "distilled"))
 SEED_KINDS = ("pruned", "distilled", "labeled-only")
-#: what demo and smoke models learn (their corpora are synthetic speech labelled by PESQ-WB)
-SYNTHETIC_NOTE = ("Labels are PESQ-WB (ITU-T P.862.2 MOS-LQO) of synthetic speech: these models predict "
-                  "PESQ-WB of synthetic speech, not listeners' opinion.")
-
-
-def label_note(profile: str) -> str:
-    """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
-    return "" if paths.check_profile(profile) == "paper" else SYNTHETIC_NOTE
-
-
 def lineage_filter(found: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split collected runs into those of the reference lineage and those left out, with why.
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqa import paths
-from sqa.synth import demo_corpus
 
-#: demo corpora, one per degradation family, plus the unlabeled pool (built by sqa.synth.demo_corpus)
-DEMO_CORPORA = [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
+#: what demo and smoke models learn (their corpora are synthetic speech labelled by PESQ-WB)
+SYNTHETIC_NOTE = ("Labels are PESQ-WB (ITU-T P.862.2 MOS-LQO) of synthetic speech: these models predict "
+                  "PESQ-WB of synthetic speech, not listeners' opinion.")
 
 #: real corpora under SQA_DATA_ROOT: adapter:folder (the folder as its distributors unpack it), and the
 #: unlabeled pool that stage 01 builds into SQA_DATA_ROOT/pool from the clean speech, noise and RIRs in
@@ -25,8 +25,21 @@ PAPER_CORPORA = [
 ]
 
 
+def demo_corpora() -> list[str]:
+    """The demo corpora, one per degradation family, plus the unlabeled pool (built by
+    ``sqa.synth.demo_corpus``, imported here only: this module stays light for ``sqa score``)."""
+    from sqa.synth import demo_corpus
+
+    return [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
+
+
 def default_corpora(profile: str) -> list[str]:
-    return list(PAPER_CORPORA if paths.check_profile(profile) == "paper" else DEMO_CORPORA)
+    return list(PAPER_CORPORA) if paths.check_profile(profile) == "paper" else demo_corpora()
+
+
+def label_note(profile: str) -> str:
+    """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
+    return "" if paths.check_profile(profile) == "paper" else SYNTHETIC_NOTE
 
 
 def default_data_root(profile: str) -> Path:

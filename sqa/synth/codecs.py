@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
+from sqa import extras
+
 __all__ = [
     "CODECS",
     "CodecError",
@@ -91,9 +93,7 @@ def ffmpeg_exe() -> str:
     found = shutil.which("ffmpeg")
     if found:
         return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return extras.require("imageio_ffmpeg", "codec degradations without an ffmpeg on PATH").get_ffmpeg_exe()
 
 
 def _list_section(flag: str) -> set[str]:
