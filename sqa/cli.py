@@ -142,7 +142,7 @@ def _score(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     try:
         out = export.export(args.run, args.format, args.out, int8=args.int8, window_s=args.window_s, opset=args.opset)
-    except export.ExportError as err:
+    except (export.ExportError, extras.MissingExtra) as err:
         print(f"sqa export: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - anything else is reported as one clear line, not a traceback
@@ -179,13 +179,14 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a student to ONNX or TorchScript for one fixed window",
+        "export", help="export a student to ONNX or a torch.export program (.pt2) for one fixed window",
         description="Export a student checkpoint's forward_window (fixed window, any batch size) to ONNX "
-                    "or TorchScript, with a sidecar JSON. Windowing of long clips stays outside the graph "
-                    "(sqa.export.OnnxScorer does it). Exit code 0 on success, 2 on bad input.")
+                    "(the export extra) or a torch.export program (.pt2), with a sidecar JSON. Windowing of "
+                    "long clips stays outside the graph (sqa.export.OnnxScorer does it). Exit code 0 on "
+                    "success, 2 on bad input.")
     p.add_argument("--run", required=True, type=Path, help="run folder (with model.safetensors) or a .safetensors file")
     p.add_argument("--format", required=True, choices=export.FORMATS)
-    p.add_argument("--int8", action="store_true", help="dynamic int8 weights for matrix products")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 weights for matrix products (ONNX only)")
     p.add_argument("--out", type=Path, default=None,
                    help="output file (default: next to the checkpoint, e.g. model.onnx, model.int8.onnx)")
     p.add_argument("--window-s", type=float, default=None,
