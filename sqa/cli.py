@@ -1,4 +1,4 @@
-"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export``.
+"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export`` (also ``python -m sqa``).
 
 ``score`` and ``export`` work from any install; ``run``, ``reproduce`` and ``stages`` need a checkout
 (the notebooks) and the ``notebooks`` extra: a missing one is one line on stderr and exit code 2."""
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from sqa import export, extras, paths, score
+from sqa import __version__, export, extras, paths, pretrained, score
 from sqa.pipeline import notebooks, progress
 
 
@@ -119,17 +119,18 @@ def _stages(_: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     to_stdout = args.out is None or str(args.out) == score.STDOUT
+    fmt = args.format or score.format_for(args.out)
     try:
         rows, summary = score.score(args.paths, args.model, None if to_stdout else args.out, args.batch,
                                     args.device, args.profile, progress=sys.stderr.isatty(),
-                                    stream=sys.stdout if to_stdout else None)
+                                    stream=sys.stdout if to_stdout else None, fmt=fmt)
     except score.ScoreError as err:
         print(f"sqa score: error: {err}", file=sys.stderr)
         return 2
     except BaseException:
-        if not to_stdout and score.atomic.partial_path(args.out).is_file():
-            print(f"sqa score: interrupted; the rows scored so far are in {score.atomic.partial_path(args.out)}",
-                  file=sys.stderr)
+        partial = None if to_stdout else score.atomic.partial_path(args.out)
+        if partial is not None and partial.is_file():
+            print(f"sqa score: interrupted; the rows scored so far are in {partial}", file=sys.stderr)
         raise
     if to_stdout:
         print(score.report(summary, rows), file=sys.stderr)
@@ -160,16 +161,21 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score", help="score audio files, folders or list files (MOS 1-5)",
         description="Score audio files, folders (recursive .wav/.flac/.ogg) or list files (.txt/.lst, one "
-                    "path per line). Writes a CSV (path, mos, duration_s, status, error). Exit code 0 if at "
-                    "least one file was scored, 1 if none, 2 on a usage error.")
+                    "path per line). Writes one row per file (path, mos, duration_s, status, error, warning) "
+                    "as CSV or JSON lines. Exit code 0 if at least one file was scored, 1 if none, 2 on a "
+                    "usage error.")
     p.add_argument("paths", nargs="+", type=Path, help="audio files, folders or .txt/.lst list files")
-    p.add_argument("--model", required=True,
-                   help="a size like 1M or 250k (latest 04_distill run of --profile), a run folder, a "
-                        ".safetensors checkpoint, an exported .onnx, or a baseline: distillmos, dnsmos-p808, "
-                        "dnsmos-p835, mfcc-sqa")
+    p.add_argument("--model", default=pretrained.DEFAULT,
+                   help=f"a shipped student ({', '.join(pretrained.NAMES)}; default {pretrained.DEFAULT}), a "
+                        "size like 1M or 250k (latest 04_distill run of --profile), a run folder, a .safetensors "
+                        "checkpoint, an exported .onnx, or a baseline (the baselines extra): distillmos, "
+                        "dnsmos-p808, dnsmos-p835, mfcc-sqa")
     p.add_argument("--out", type=Path, default=None,
-                   help="CSV to write, rows as they are scored (default or '-': print the CSV to stdout); "
-                        "checked before scoring; an interrupted batch keeps its rows in <out stem>.partial.csv")
+                   help="file to write, rows as they are scored (default or '-': stdout); checked before "
+                        "scoring; an interrupted batch keeps its rows in <out stem>.partial<suffix>")
+    p.add_argument("--format", choices=score.FORMATS, default=None,
+                   help="csv or jsonl (one JSON object per row); default: jsonl when --out ends in .jsonl, "
+                        "else csv")
     p.add_argument("--batch", type=int, default=8, help="clips of equal length per forward pass (default 8)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--profile", default="demo", choices=list(paths.PROFILES),
@@ -197,6 +203,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sqa", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sqa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute a numbered notebook with checked parameters")
     run.add_argument("stage", help="notebook name or number, e.g. 04_distill or 04")
