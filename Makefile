@@ -3,22 +3,27 @@ VENV    ?= .venv
 PYTHON  ?= python3
 PROFILE ?= demo
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
 
 # idle OpenMP threads wait passively: spinning ones slow everything else on a small machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup browser demo test reproduce lab bench clean-outputs
+.PHONY: setup setup-score setup-notebooks setup-demo browser demo test reproduce lab bench clean-outputs
 
-setup: $(STAMP)
+# What each target installs (pyproject.toml's extras): `setup` everything, for make test and make bench;
+# `setup-score` the core only (sqa score, sqa.load, sqa export --format pt2); `setup-notebooks` the
+# pipeline (make lab); `setup-demo` the pipeline and the demo corpus (make demo, make reproduce).
+setup: $(VENV)/.installed-dev
+setup-score: $(VENV)/.installed-core
+setup-notebooks: $(VENV)/.installed-notebooks
+setup-demo: $(VENV)/.installed-demo
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -e '.$(if $(filter core,$*),,[$*])'
+	touch $@
 
-demo: setup
+demo: setup-demo
 	$(BIN)/sqa reproduce --profile demo --quick
 
 # Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
@@ -33,10 +38,10 @@ browser:
 test: setup browser
 	$(BIN)/python -m pytest -q -n auto --dist loadscope --durations=25
 
-reproduce: setup
+reproduce: setup-demo
 	$(BIN)/sqa reproduce --profile $(PROFILE)
 
-lab: setup
+lab: setup-notebooks
 	$(BIN)/jupyter lab notebooks
 
 bench: setup

@@ -1,4 +1,5 @@
-"""Benchmark: CPU throughput of PyTorch, TorchScript and ONNX Runtime (float32 and dynamic int8).
+"""Benchmark: CPU throughput of PyTorch, its torch.export program (.pt2) and ONNX Runtime (float32 and
+dynamic int8).
 
 For each model (student presets with random weights — speed does not depend on the weights —
 and the released DistillMOS v7), exported with ``sqa.export`` for a fixed 4-s window, measures
@@ -27,7 +28,9 @@ from sqa.models import count_params, student
 from .common import machine, results_dir
 
 CLIP_S = 4.0
-RUNTIMES = ("pytorch", "torchscript", "torchscript-int8", "onnx", "onnx-int8")
+RUNTIMES = ("pytorch", "pt2", "onnx", "onnx-int8")
+#: runtime -> (sqa.export format, int8, file suffix)
+EXPORTS = {"pt2": ("pt2", False, ".pt2"), "onnx": ("onnx", False, ".onnx"), "onnx-int8": ("onnx", True, ".onnx")}
 
 
 def build(name: str):
@@ -68,8 +71,7 @@ def runners(model, files: dict[str, Path], threads: int) -> dict[str, Callable[[
         return run
 
     out["pytorch"] = torch_fn(model.forward_window)
-    for name in ("torchscript", "torchscript-int8"):
-        out[name] = torch_fn(torch.jit.load(str(files[name])).eval())
+    out["pt2"] = torch_fn(torch.export.load(str(files["pt2"])).module())
     for name in ("onnx", "onnx-int8"):
         out[name] = export.OnnxScorer(files[name], threads=threads).run_windows
     return out
@@ -88,13 +90,8 @@ def time_call(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, min_time: f
 
 
 def export_all(model, folder: Path) -> dict[str, Path]:
-    files = {}
-    for fmt in export.FORMATS:
-        for int8 in (False, True):
-            name = fmt + ("-int8" if int8 else "")
-            files[name] = export.export_model(model, folder / f"{name}{'.onnx' if fmt == 'onnx' else '.pt'}",
-                                              fmt, int8=int8, window=export.window_for(model))
-    return files
+    return {name: export.export_model(model, folder / f"{name}{suffix}", fmt, int8=int8, window=export.window_for(model))
+            for name, (fmt, int8, suffix) in EXPORTS.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

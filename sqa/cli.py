@@ -1,4 +1,7 @@
-"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export``."""
+"""The ``sqa`` command: ``run``, ``reproduce``, ``stages``, ``score``, ``export`` (also ``python -m sqa``).
+
+``score`` and ``export`` work from any install; ``run``, ``reproduce`` and ``stages`` need a checkout
+(the notebooks) and the ``notebooks`` extra: a missing one is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-from sqa import export, paths, score
-from sqa.pipeline import notebooks, progress, runs
+from sqa import __version__, export, extras, paths, pretrained, score
+from sqa.pipeline import notebooks, progress
 
 
 def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
@@ -23,8 +27,9 @@ def run_stage(stage: str, pairs: list[tuple[str, str]], quiet: bool = False,
     values (:func:`sqa.pipeline.notebooks.validate`) before the first cell runs; a name given
     twice is an error. Unless ``quiet``, the stage's own progress (its text bars and prints)
     streams to the terminal while it runs, between a start line and a line with its wall time."""
-    import papermill
+    from sqa.pipeline import runs
 
+    papermill = extras.require("papermill", "sqa run")
     stage = notebooks.path(stage).stem
     declared = notebooks.declared(stage)
     notebooks.check_repeats([n for n, _ in pairs])
@@ -63,10 +68,9 @@ def _run(args: argparse.Namespace) -> int:
             raise notebooks.ParameterError(f"--gpus {args.gpus}: give at least 1")
         os.environ[GPUS_ENV] = str(args.gpus)
     try:
-        run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet)
+        return _notebooks(lambda: run_stage(args.stage, [tuple(p) for p in args.param or []], args.quiet))
     finally:
         _restore_env(GPUS_ENV, before)
-    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -75,12 +79,26 @@ def _reproduce(args: argparse.Namespace) -> int:
     from sqa.pipeline import profiles
 
     timer = progress.StageTimer()
-    try:
+
+    def every_stage() -> None:
         for stage in notebooks.stages():
             for overrides in profiles.sweep(args.profile, stage, args.quick):
                 run_stage(stage, [("profile", args.profile), *overrides.items()], args.quiet, timer)
+
+    try:
+        return _notebooks(every_stage)
     finally:
         print(timer.summary(), file=sys.stderr, flush=True)
+
+
+def _notebooks(run: Callable[[], object]) -> int:
+    """``run()``, which executes notebooks; a failing cell is one line on stderr and exit code 1."""
+    papermill = extras.require("papermill", "sqa run")
+    try:
+        run()
+    except papermill.PapermillExecutionError as e:
+        print(f"sqa: error: notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -101,17 +119,18 @@ def _stages(_: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     to_stdout = args.out is None or str(args.out) == score.STDOUT
+    fmt = args.format or score.format_for(args.out)
     try:
         rows, summary = score.score(args.paths, args.model, None if to_stdout else args.out, args.batch,
                                     args.device, args.profile, progress=sys.stderr.isatty(),
-                                    stream=sys.stdout if to_stdout else None)
+                                    stream=sys.stdout if to_stdout else None, fmt=fmt)
     except score.ScoreError as err:
         print(f"sqa score: error: {err}", file=sys.stderr)
         return 2
     except BaseException:
-        if not to_stdout and score.atomic.partial_path(args.out).is_file():
-            print(f"sqa score: interrupted; the rows scored so far are in {score.atomic.partial_path(args.out)}",
-                  file=sys.stderr)
+        partial = None if to_stdout else score.atomic.partial_path(args.out)
+        if partial is not None and partial.is_file():
+            print(f"sqa score: interrupted; the rows scored so far are in {partial}", file=sys.stderr)
         raise
     if to_stdout:
         print(score.report(summary, rows), file=sys.stderr)
@@ -124,7 +143,7 @@ def _score(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     try:
         out = export.export(args.run, args.format, args.out, int8=args.int8, window_s=args.window_s, opset=args.opset)
-    except export.ExportError as err:
+    except (export.ExportError, extras.MissingExtra) as err:
         print(f"sqa export: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - anything else is reported as one clear line, not a traceback
@@ -142,16 +161,21 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score", help="score audio files, folders or list files (MOS 1-5)",
         description="Score audio files, folders (recursive .wav/.flac/.ogg) or list files (.txt/.lst, one "
-                    "path per line). Writes a CSV (path, mos, duration_s, status, error). Exit code 0 if at "
-                    "least one file was scored, 1 if none, 2 on a usage error.")
+                    "path per line). Writes one row per file (path, mos, duration_s, status, error, warning) "
+                    "as CSV or JSON lines. Exit code 0 if at least one file was scored, 1 if none, 2 on a "
+                    "usage error.")
     p.add_argument("paths", nargs="+", type=Path, help="audio files, folders or .txt/.lst list files")
-    p.add_argument("--model", required=True,
-                   help="a size like 1M or 250k (latest 04_distill run of --profile), a run folder, a "
-                        ".safetensors checkpoint, an exported .onnx, or a baseline: distillmos, dnsmos-p808, "
-                        "dnsmos-p835, mfcc-sqa")
+    p.add_argument("--model", default=pretrained.DEFAULT,
+                   help=f"a shipped student ({', '.join(pretrained.NAMES)}; default {pretrained.DEFAULT}), a "
+                        "size like 1M or 250k (latest 04_distill run of --profile), a run folder, a .safetensors "
+                        "checkpoint, an exported .onnx, or a baseline (the baselines extra): distillmos, "
+                        "dnsmos-p808, dnsmos-p835, mfcc-sqa")
     p.add_argument("--out", type=Path, default=None,
-                   help="CSV to write, rows as they are scored (default or '-': print the CSV to stdout); "
-                        "checked before scoring; an interrupted batch keeps its rows in <out stem>.partial.csv")
+                   help="file to write, rows as they are scored (default or '-': stdout); checked before "
+                        "scoring; an interrupted batch keeps its rows in <out stem>.partial<suffix>")
+    p.add_argument("--format", choices=score.FORMATS, default=None,
+                   help="csv or jsonl (one JSON object per row); default: jsonl when --out ends in .jsonl, "
+                        "else csv")
     p.add_argument("--batch", type=int, default=8, help="clips of equal length per forward pass (default 8)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--profile", default="demo", choices=list(paths.PROFILES),
@@ -161,13 +185,14 @@ def _score_parser(sub: argparse._SubParsersAction) -> None:
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a student to ONNX or TorchScript for one fixed window",
+        "export", help="export a student to ONNX or a torch.export program (.pt2) for one fixed window",
         description="Export a student checkpoint's forward_window (fixed window, any batch size) to ONNX "
-                    "or TorchScript, with a sidecar JSON. Windowing of long clips stays outside the graph "
-                    "(sqa.export.OnnxScorer does it). Exit code 0 on success, 2 on bad input.")
+                    "(the export extra) or a torch.export program (.pt2), with a sidecar JSON. Windowing of "
+                    "long clips stays outside the graph (sqa.export.OnnxScorer does it). Exit code 0 on "
+                    "success, 2 on bad input.")
     p.add_argument("--run", required=True, type=Path, help="run folder (with model.safetensors) or a .safetensors file")
     p.add_argument("--format", required=True, choices=export.FORMATS)
-    p.add_argument("--int8", action="store_true", help="dynamic int8 weights for matrix products")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 weights for matrix products (ONNX only)")
     p.add_argument("--out", type=Path, default=None,
                    help="output file (default: next to the checkpoint, e.g. model.onnx, model.int8.onnx)")
     p.add_argument("--window-s", type=float, default=None,
@@ -178,6 +203,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sqa", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sqa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute a numbered notebook with checked parameters")
     run.add_argument("stage", help="notebook name or number, e.g. 04_distill or 04")
@@ -203,17 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from papermill.exceptions import PapermillExecutionError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except notebooks.ParameterError as e:
+    except (notebooks.ParameterError, extras.MissingExtra, paths.NoCheckoutError) as e:
         print(f"sqa: error: {e}", file=sys.stderr)
         return 2
-    except PapermillExecutionError as e:
-        print(f"sqa: error: notebook failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

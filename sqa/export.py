@@ -1,28 +1,38 @@
-"""``sqa export``: a trained student (or pruned model) as ONNX or TorchScript for one fixed window.
+"""``sqa export``: a trained student (or pruned model) as ONNX or a ``torch.export`` program for one
+fixed window.
 
-    sqa export --run outputs/demo/04_distill/size-1M_... --format onnx [--int8] [--out PATH]
+    sqa export --run outputs/demo/04_distill/size-1M_... --format onnx|pt2 [--int8] [--out PATH]
 
 What is exported is the model's ``forward_window``: a ``(batch, window_samples)`` float32 16 kHz
 waveform -> MOS ``(batch,)``, max-abs normalisation, STFT, conv front end and head included; the
-batch size is free (a dynamic axis in ONNX; a traced size op in TorchScript), the window length
-is fixed. **Windowing stays outside the graph**: a clip of any length is cut into windows and
-their MOS averaged by the caller, exactly as ``ConvTransformerSQA.forward`` does — use
+batch size is free (a dynamic dimension of the exported program), the window length is fixed.
+**Windowing stays outside the graph**: a clip of any length is cut into windows and their MOS
+averaged by the caller, exactly as ``ConvTransformerSQA.forward`` does — use
 :class:`OnnxScorer` (numpy + onnxruntime only, no torch), which reads the window from the sidecar.
 
 - Window: ``--window-s`` seconds, default the checkpoint's own ``window_samples`` (what its
   ``forward`` scores with, so :class:`OnnxScorer` equals the PyTorch model on any clip length);
   a model without a ``config.window_samples`` needs ``--window-s``. Hop: the config's
   ``window_hop`` (default 1 s).
-- ONNX: ``torch.onnx.export(dynamo=False)``, opset :data:`OPSET` (the STFT exports through the
-  real-valued branch of ``compressed_spectrum``); after export onnxruntime is checked against
-  PyTorch on a random batch (max |diff| recorded; above :data:`CHECK_TOLERANCE` is an error).
-- TorchScript: ``torch.jit.trace`` (with the transformer fast path off, so the graph holds plain
-  ops), checked the same way (``torch.jit`` is deprecated in recent torch but still works).
-- ``--int8``: dynamic quantisation of the weights of matrix products only — onnxruntime's
-  ``quantize_dynamic`` on MatMul/Gemm, ``torch.ao.quantization.quantize_dynamic`` on ``nn.Linear``
-  (attention in-projections stay float in TorchScript). Convolutions stay float, so models whose
+- ONNX (``onnx``; needs the ``export`` extra: onnx, onnxscript): the current exporter,
+  ``torch.onnx.export(dynamo=True)`` (``torch.export`` captures the graph, onnxscript translates
+  it), opset :data:`OPSET`, one self-contained file (no external data). The STFT is exported as
+  the real-valued DFT-as-convolution branch of ``compressed_spectrum`` (ONNX has no complex
+  tensors, and its STFT op is far less exact). There is no fallback to the deprecated
+  TorchScript-based exporter: a model the current one cannot export is an error. After export
+  onnxruntime is checked against PyTorch on a random batch (max |diff| recorded; above
+  :data:`CHECK_TOLERANCE` is an error).
+- ``pt2``: the ``torch.export`` program (``torch.export.save``; load it with
+  ``torch.export.load(path).module()``), the replacement of the deprecated TorchScript format,
+  for deployment with PyTorch alone (or ahead-of-time compilation) without sqa's code; checked
+  the same way. ``sqa score`` and ``sqa.load`` take the ``.safetensors`` checkpoint or the ONNX
+  file instead.
+- ``--int8`` (ONNX only): dynamic quantisation of the weights of matrix products only —
+  onnxruntime's ``quantize_dynamic`` on MatMul/Gemm. Convolutions stay float, so models whose
   cost sits in the conv front end (DistillMOS v7) gain little speed. Accuracy: within
   :data:`INT8_TOLERANCE_MOS` MOS of float32 (tested on 20 inputs; the deviation is recorded).
+  PyTorch's eager dynamic quantisation (``torch.ao.quantization``) is deprecated and does not go
+  through ``torch.export``, so a ``pt2`` file is float32 only.
 - Every file is written atomically, with a sidecar ``<file>.json``: arch, model config, window,
   hop, sample rate, opset, int8, source checkpoint path and SHA-256, parameter count, versions.
 """
@@ -39,19 +49,19 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from sqa import atomic
+from sqa import atomic, extras
 from sqa.data.audio import iter_segments
 from sqa.models import count_params
 
 if TYPE_CHECKING:
     import torch
 
-FORMATS = ("onnx", "torchscript")
-OPSET = 17
+FORMATS = ("onnx", "pt2")
+OPSET = 18  # the lowest opset the dynamo-based ONNX exporter translates to (older ones need a converter that fails)
 CHECK_TOLERANCE = 1e-3  # max |MOS diff| from PyTorch accepted by the check after a float32 export
 INT8_TOLERANCE_MOS = 0.1  # documented int8 accuracy: |int8 - float32| below this on typical inputs
-_SUFFIX = {("onnx", False): ".onnx", ("onnx", True): ".int8.onnx",
-           ("torchscript", False): ".torchscript.pt", ("torchscript", True): ".int8.torchscript.pt"}
+_SUFFIX = {("onnx", False): ".onnx", ("onnx", True): ".int8.onnx", ("pt2", False): ".pt2"}
+ONNX_PACKAGES = ["onnx", "onnxscript"]  # the export extra: what --format onnx needs besides torch
 
 
 class ExportError(ValueError):
@@ -149,29 +159,29 @@ def _window_module(model: "torch.nn.Module") -> "torch.nn.Module":
 
 
 @contextlib.contextmanager
-def _plain_transformer() -> Iterator[None]:
-    """Disable torch's fused transformer fast path (it cannot trace dynamically quantised layers)."""
-    import torch
-
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
-
-
-@contextlib.contextmanager
-def _quiet_export_warnings() -> Iterator[None]:
-    """Silence the exporters' deprecation and tracer warnings (the export is checked numerically)."""
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporters' warnings and log lines (about operators of packages we do not use,
+    such as torchvision's): the export is checked numerically instead."""
+    import logging
     import warnings
 
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for category in (DeprecationWarning, UserWarning, FutureWarning):
+                warnings.simplefilter("ignore", category)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _batch_dim() -> dict:
+    """The dynamic batch dimension of the exported graph's input ``wave``."""
     import torch
 
-    with warnings.catch_warnings():
-        for category in (DeprecationWarning, UserWarning, FutureWarning, torch.jit.TracerWarning):
-            warnings.simplefilter("ignore", category)
-        yield
+    return {"wave": {0: torch.export.Dim("batch")}}
 
 
 def _example(window: Window, batch: int, seed: int = 0) -> "torch.Tensor":
@@ -182,13 +192,13 @@ def _example(window: Window, batch: int, seed: int = 0) -> "torch.Tensor":
 
 
 def _onnx_fp32(model: "torch.nn.Module", path: Path, window: Window, opset: int) -> None:
-    import onnx
     import torch
 
-    with _quiet_export_warnings(), _plain_transformer(), torch.no_grad():
-        torch.onnx.export(_window_module(model), (_example(window, 2),), str(path), dynamo=False,
-                          opset_version=opset, input_names=["wave"], output_names=["mos"],
-                          dynamic_axes={"wave": {0: "batch"}, "mos": {0: "batch"}})
+    onnx = extras.require("onnx", "sqa export --format onnx")
+    with _quiet_export(), torch.no_grad():
+        torch.onnx.export(_window_module(model), (_example(window, 2),), str(path), dynamo=True,
+                          external_data=False, opset_version=opset, input_names=["wave"], output_names=["mos"],
+                          dynamic_shapes=_batch_dim(), verbose=False)
     onnx.checker.check_model(str(path))
 
 
@@ -207,16 +217,12 @@ def _onnx_int8(fp32: Path, path: Path) -> None:
         root.setLevel(level)
 
 
-def _torchscript(model: "torch.nn.Module", path: Path, window: Window, int8: bool) -> None:
+def _pt2(model: "torch.nn.Module", path: Path, window: Window) -> None:
     import torch
 
-    module = _window_module(model)
-    if int8:
-        with _quiet_export_warnings():
-            module = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
-    with _quiet_export_warnings(), _plain_transformer(), torch.no_grad():
-        traced = torch.jit.trace(module, (_example(window, 2),), check_trace=False)
-        torch.jit.save(traced, str(path))
+    with _quiet_export(), torch.no_grad():
+        program = torch.export.export(_window_module(model), (_example(window, 2),), dynamic_shapes=_batch_dim())
+    torch.export.save(program, str(path))
 
 
 def _torch_reference(model: "torch.nn.Module", x: "torch.Tensor") -> np.ndarray:
@@ -235,7 +241,7 @@ def _check(model: "torch.nn.Module", path: Path, fmt: str, window: Window) -> fl
         import torch
 
         with torch.no_grad():
-            got = torch.jit.load(str(path)).eval()(x).numpy()
+            got = torch.export.load(str(path)).module()(x).numpy()
     return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - _torch_reference(model, x))))
 
 
@@ -260,8 +266,7 @@ def export_model(
     the model's ``arch`` and ``checkpoint_config()`` where it has them."""
     import torch
 
-    if fmt not in FORMATS:
-        raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    check_format(fmt, int8, opset)
     if not callable(getattr(model, "forward_window", None)):
         raise ExportError(f"{type(model).__name__} has no forward_window(wave); cannot export it")
     out = Path(out)
@@ -274,7 +279,7 @@ def export_model(
             if int8:
                 _onnx_int8(fp32, target)
         else:
-            _torchscript(model, target, window, int8)
+            _pt2(model, target, window)
         diff = _check(model, target, fmt, window)
         if not int8 and not diff <= CHECK_TOLERANCE:
             raise ExportError(f"{out}: exported {fmt} differs from PyTorch by {diff:.3g} MOS "
@@ -312,15 +317,31 @@ def _runtime_versions(fmt: str) -> dict:
         return {}
     import onnx
     import onnxruntime
+    import onnxscript
 
-    return {"onnx_version": onnx.__version__, "onnxruntime_version": onnxruntime.__version__}
+    return {"onnx_version": onnx.__version__, "onnxscript_version": onnxscript.__version__,
+            "onnxruntime_version": onnxruntime.__version__}
+
+
+def check_format(fmt: str, int8: bool = False, opset: int = OPSET) -> None:
+    """An :class:`ExportError` for an unknown format, int8 outside ONNX or an opset below
+    :data:`OPSET`; a :class:`sqa.extras.MissingExtra` when ONNX is asked for without the
+    ``export`` extra."""
+    if fmt not in FORMATS:
+        raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "onnx" and not (isinstance(opset, int) and opset >= OPSET):
+        raise ExportError(f"--opset {opset!r}: the ONNX exporter writes opset {OPSET} or later")
+    if int8 and fmt != "onnx":
+        raise ExportError(f"--int8 is for ONNX only (onnxruntime's dynamic quantisation); a {fmt} export is "
+                          "float32")
+    if fmt == "onnx":
+        extras.check(ONNX_PACKAGES, "sqa export --format onnx")
 
 
 def export(source: Path | str, fmt: str = "onnx", out: Path | str | None = None, *, int8: bool = False,
            window_s: float | None = None, opset: int = OPSET) -> Path:
     """Export the checkpoint of a run folder or ``.safetensors`` file; returns the written file."""
-    if fmt not in FORMATS:
-        raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    check_format(fmt, int8, opset)
     path = checkpoint_file(source)
     out = Path(out or default_out(path, fmt, int8))
     for target in (out, sidecar_path(out)):

@@ -3,6 +3,11 @@
 Environment variables:
 - ``SQA_OUTPUTS``: where runs land (default ``<repo>/outputs``).
 - ``SQA_DATA_ROOT``: where real corpora live (paper profile; default ``<repo>/data``).
+
+``<repo>`` is the checkout the package lives in (:func:`checkout`). A package installed without
+one (``pip install .`` into site-packages) has no notebooks; its default outputs and data folders
+are ``./outputs`` and ``./data`` under the current folder (:func:`repo_root`), and whatever needs
+the notebooks raises :class:`NoCheckoutError`.
 """
 
 from __future__ import annotations
@@ -15,9 +20,25 @@ PROFILES = ("smoke", "demo", "paper", "release")
 _TAG_OK = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-def repo_root() -> Path:
-    """The checkout this package lives in (the folder holding ``pyproject.toml``)."""
+class NoCheckoutError(RuntimeError):
+    """The numbered notebooks were asked for, but the package is installed without a checkout."""
+
+
+def _package_parent() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def checkout() -> Path | None:
+    """The checkout this package lives in (the folder holding ``pyproject.toml`` and
+    ``notebooks/`` beside ``sqa/``), or None for an installed package (site-packages)."""
+    root = _package_parent()
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def repo_root() -> Path:
+    """The checkout, or for a package installed without one the current folder: where the default
+    ``outputs/`` and ``data/`` are and what relative paths in run records are relative to."""
+    return checkout() or Path.cwd()
 
 
 def outputs_root() -> Path:
@@ -31,7 +52,15 @@ def data_root() -> Path:
 
 
 def notebooks_dir() -> Path:
-    return repo_root() / "notebooks"
+    """``<checkout>/notebooks``; :class:`NoCheckoutError` for a package installed without a checkout."""
+    root = checkout()
+    if root is None:
+        raise NoCheckoutError(
+            f"the numbered notebooks (sqa run, sqa reproduce, sqa stages) come only with a checkout of the "
+            f"sqa repository, and this sqa is installed at {_package_parent() / 'sqa'} without one: clone the "
+            "repository and run `pip install -e '.[demo]'` in it (sqa score, sqa export and sqa.load work "
+            "from any install)")
+    return root / "notebooks"
 
 
 def check_profile(profile: str) -> str:

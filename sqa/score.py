@@ -1,6 +1,7 @@
 """``sqa score``: MOS of audio files, folders or list files with a student, a run or a baseline.
 
-    sqa score clips/ more.wav list.txt --model 1M [--out scores.csv] [--batch 8] [--device cpu]
+    sqa score clips/ more.wav list.txt [--model sqa-250k] [--out scores.csv|scores.jsonl] [--format csv|jsonl]
+              [--batch 8] [--device cpu]
 
 Inputs (in the order given, one CSV row per resolved file; a file reached twice is scored once):
 
@@ -11,21 +12,33 @@ Inputs (in the order given, one CSV row per resolved file; a file reached twice 
 - a list file (``.txt``/``.lst``): one file or folder per line, relative paths relative to the
   list file; blank lines and lines starting with ``#`` are skipped.
 
-``--model`` is one of: a baseline name (``distillmos``, ``dnsmos-p808``, ``dnsmos-p835``,
-``mfcc-sqa``); a run folder holding ``model.safetensors``; a ``.safetensors`` checkpoint; an ONNX
-file exported by ``sqa export`` (scored with :class:`sqa.export.OnnxScorer`); or a size such as
-``1M``/``250k``: the latest finished ``04_distill`` run of ``--profile`` whose tag starts with
-``size-<size>_`` (from ``outputs/registry.jsonl``).
+``--model`` is one of: a shipped student (``sqa-50k``, ``sqa-250k``, ``sqa-1M``:
+:mod:`sqa.pretrained`; the default is ``sqa-250k``); a baseline name (``distillmos``,
+``dnsmos-p808``, ``dnsmos-p835``, ``mfcc-sqa``; the ``baselines`` extra); a run folder holding
+``model.safetensors``; a ``.safetensors`` checkpoint; an ONNX file exported by ``sqa export``
+(scored with :class:`sqa.export.OnnxScorer`); or a size such as ``1M``/``250k``: the latest
+finished ``04_distill`` run of ``--profile`` whose tag starts with ``size-<size>_`` (from
+``outputs/registry.jsonl``). A model trained by a demo or smoke run gets a note in the summary:
+it predicts PESQ-WB of synthetic speech, not listeners' opinion.
 
-Output: a CSV (``path, mos, duration_s, status, error, warning``; ``status`` is ``ok`` or
-``failed``; ``error`` names why a file failed; ``warning`` flags clips that were scored but whose
-score may mean little: silent or near-silent ones), written to ``--out`` or, without ``--out`` or
-with ``--out -``, to stdout. Rows are written as they are scored: ``--out`` is checked writable
-(and refused if it is a symlink, device or folder) before any model is loaded or file read; the
-rows go to a temporary file beside it, renamed onto ``--out`` when the batch ends; if the batch is
-interrupted, the rows scored so far are kept in ``<out stem>.partial.csv``. The summary (files
-scored/failed, mean/std MOS, wall seconds, audio seconds per wall second) and the failed files
-with their reasons go to stdout with ``--out``, else to stderr.
+Output: one row per input with the fields ``path, mos, duration_s, status, error, warning``
+(``status`` is ``ok`` or ``failed``; ``error`` names why a file failed; ``warning`` flags clips
+that were scored but whose score may mean little: silent or near-silent ones), written to
+``--out`` or, without ``--out`` or with ``--out -``, to stdout, in one of :data:`FORMATS`:
+
+- ``csv`` (the default): a header line, then every field quoted, MOS with 4 decimals, duration
+  with 3, empty fields for what is missing;
+- ``jsonl``: one JSON object per line with the same fields and rounding, ``null`` for what is
+  missing (``{"path": "a.wav", "mos": 3.1234, "duration_s": 4.0, "status": "ok", "error": null,
+  "warning": null}``); chosen by ``--format jsonl`` or, without ``--format``, an ``--out`` ending
+  in ``.jsonl``.
+
+Rows are written as they are scored, in either format: ``--out`` is checked writable (and refused
+if it is a symlink, device or folder) before any model is loaded or file read; the rows go to a
+temporary file beside it, renamed onto ``--out`` when the batch ends; if the batch is interrupted,
+the rows scored so far are kept in ``<out stem>.partial<suffix>`` (``scores.partial.csv``). The
+summary (files scored/failed, mean/std MOS, wall seconds, audio seconds per wall second) and the
+failed files with their reasons go to stdout with ``--out``, else to stderr.
 
 A file that cannot be read (corrupt, empty, missing, NaN samples, a header that lies about its
 length, a rate outside 8-192 kHz, any exception of the decoder) or that the model fails on, or a
@@ -33,7 +46,8 @@ clip shorter than the model's minimum duration (:data:`MIN_SECONDS`), fails that
 reason and never stops the batch.
 
 Exit codes: 0 if at least one file was scored; 1 if none was (all failed or no input); 2 for
-a usage error (unknown model, no such run, bad ``--batch`` or ``--device``).
+a usage error (unknown model, no such run, a shipped student whose weights are missing, a
+baseline without the ``baselines`` extra, bad ``--batch`` or ``--device``).
 
 Batching: clips of equal length (after resampling) share a forward pass of up to ``--batch``
 clips; the others run one by one (every model windows long clips itself, ``--batch`` windows at a
@@ -46,21 +60,23 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
-from sqa import atomic, paths
+from sqa import atomic, extras, paths
 from sqa.data import audio
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_SUFFIXES = (".txt", ".lst")
 CSV_COLUMNS = ("path", "mos", "duration_s", "status", "error", "warning")
+FORMATS = ("csv", "jsonl")
 GROUP_SIZE = 64  # files decoded and held in memory at once, at most ...
 GROUP_SECONDS = 600.0  # ... and at most this much audio (38 MB at 16 kHz float32)
 DISTILL_STAGE = "04_distill"
@@ -156,11 +172,21 @@ def _expand_list(list_file: Path) -> list[Item]:
 
 
 def resolve_model(spec: str, profile: str = "demo", device: str = "cpu", threads: int = 0) -> Model:
-    """``--model``: a baseline name, a run folder, a ``.safetensors``/``.onnx`` file, or a size."""
+    """``--model``: a shipped student, a baseline name, a run folder, a ``.safetensors``/``.onnx``
+    file, or a size."""
+    from sqa import pretrained
     from sqa.models import baselines
 
+    if spec in pretrained.NAMES:
+        try:
+            return replace(_checkpoint_model(pretrained.weights_file(spec), device), name=spec)
+        except pretrained.MissingWeights as err:
+            raise ScoreError(f"--model {spec}: {err}") from None
     if spec in baselines.NAMES:
-        b = baselines.get(spec, device=device, intra_op_threads=threads)
+        try:
+            b = baselines.get(spec, device=device, intra_op_threads=threads)
+        except extras.MissingExtra as err:
+            raise ScoreError(f"--model {spec}: {err}") from None
         return Model(spec, b.predict, b.n_params, f"baseline {spec}", min_seconds(b.min_samples))
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -177,8 +203,9 @@ def resolve_model(spec: str, profile: str = "demo", device: str = "cpu", threads
         parse_size(spec)
     except ValueError:
         raise ScoreError(
-            f"--model {spec!r} is not a baseline ({', '.join(baselines.NAMES)}), an existing run folder, "
-            "checkpoint (.safetensors) or ONNX file, nor a size like '1M' or '250k'") from None
+            f"--model {spec!r} is not a shipped student ({', '.join(pretrained.NAMES)}), a baseline "
+            f"({', '.join(baselines.NAMES)}), an existing run folder, checkpoint (.safetensors) or ONNX file, "
+            "nor a size like '1M' or '250k'") from None
     return _checkpoint_model(distill_run(spec, profile) / "model.safetensors", device)
 
 
@@ -295,10 +322,16 @@ def read_clip(path: Path, min_s: float = MIN_SECONDS) -> tuple[np.ndarray | None
         return None, _without_prefix(str(err), path)
     except Exception as err:  # noqa: BLE001 - a decoder bug on one file must not end the batch
         return None, f"cannot read: {type(err).__name__}: {err}"
+    reason = length_error(wave, min_s)
+    return (None, reason) if reason else (wave, None)
+
+
+def length_error(wave: np.ndarray, min_s: float = MIN_SECONDS) -> str | None:
+    """Why a 16 kHz clip is too short for a model needing ``min_s`` seconds, or None."""
     if len(wave) < min_s * audio.TARGET_SR:
-        return None, (f"clip is {len(wave) / audio.TARGET_SR:.3f} s long, shorter than the {min_s:g} s "
-                      "this model needs")
-    return wave, None
+        return (f"clip is {len(wave) / audio.TARGET_SR:.3f} s long, shorter than the {min_s:g} s "
+                "this model needs")
+    return None
 
 
 def level_warning(wave: np.ndarray) -> str | None:
@@ -365,43 +398,60 @@ def csv_text(rows: Sequence[Row]) -> str:
     return buf.getvalue()
 
 
-def write_rows(rows: Iterator[Row] | Sequence[Row], stream: TextIO) -> list[Row]:
-    """Write the CSV header, then each row as it comes (flushed, so an interruption keeps every
-    row finished before it); returns the rows."""
+def format_for(out: Path | str | None) -> str:
+    """The output format when ``--format`` is not given: ``jsonl`` for an ``--out`` ending in
+    ``.jsonl``, else ``csv``."""
+    return "jsonl" if out is not None and Path(out).suffix.lower() == ".jsonl" else "csv"
+
+
+def row_record(r: Row) -> dict:
+    """A row as a JSON object: the CSV's fields and rounding, ``None`` for what is missing."""
+    return {"path": r.path, "mos": None if r.mos is None else round(r.mos, 4),
+            "duration_s": None if r.duration_s is None else round(r.duration_s, 3),
+            "status": "ok" if r.ok else "failed", "error": r.error, "warning": r.warning}
+
+
+def write_rows(rows: Iterator[Row] | Sequence[Row], stream: TextIO, fmt: str = "csv") -> list[Row]:
+    """Write each row as it comes (flushed, so an interruption keeps every row finished before
+    it) as CSV (after its header) or JSON lines; returns the rows."""
+    if fmt not in FORMATS:
+        raise ScoreError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     writer = csv.writer(stream, quoting=csv.QUOTE_ALL, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    if fmt == "csv":
+        writer.writerow(CSV_COLUMNS)
     done = []
     for r in rows:
-        writer.writerow([r.path, "" if r.mos is None else f"{r.mos:.4f}",
-                         "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                         "ok" if r.ok else "failed", r.error or "", r.warning or ""])
+        if fmt == "jsonl":
+            stream.write(json.dumps(row_record(r), ensure_ascii=False) + "\n")
+        else:
+            writer.writerow([r.path, "" if r.mos is None else f"{r.mos:.4f}",
+                             "" if r.duration_s is None else f"{r.duration_s:.3f}",
+                             "ok" if r.ok else "failed", r.error or "", r.warning or ""])
         stream.flush()
         done.append(r)
     return done
 
 
-def write_csv(rows: Iterator[Row] | Sequence[Row], path: Path | str) -> list[Row]:
+def write_file(rows: Iterator[Row] | Sequence[Row], path: Path | str, fmt: str = "csv") -> list[Row]:
     """Write rows as they come to a temporary file beside ``path``, renamed onto it at the end;
     if the rows stop with an error, what was written stays in ``atomic.partial_path(path)``."""
     with atomic.atomic_path(path, keep_partial=True) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
-        return write_rows(rows, fh)
+        return write_rows(rows, fh, fmt)
 
 
 def training_note(source: str) -> str:
     """What a model trained by a run of this repo learned, from the run's ``params.json`` beside its
     checkpoint: demo and smoke runs learned PESQ-WB of synthetic speech ("" when unknown or paper)."""
-    import json
-
     if not Path(str(source)).is_file():  # a baseline
         return ""
     params = Path(str(source)).parent / "params.json"
     try:
         profile = json.loads(params.read_text()).get("profile")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return ""
     if profile not in paths.PROFILES:
         return ""
-    from sqa.analysis.comparisons import label_note
+    from sqa.pipeline.profiles import label_note
 
     return label_note(profile)
 
@@ -430,11 +480,11 @@ def report(summary: dict, rows: Sequence[Row]) -> str:
 
 def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = None, batch_size: int = 8,
           device: str = "cpu", profile: str = "demo", progress: bool = False,
-          stream: TextIO | None = None) -> tuple[list[Row], dict]:
-    """Resolve ``model``, score every input and return ``(rows, summary)``. The CSV rows are written
-    as they come to ``out`` (a path, checked before anything else is done; ``"-"`` is standard
-    output) or to ``stream``; with neither, nothing is written."""
-    _check_options(device, batch_size, profile)
+          stream: TextIO | None = None, fmt: str = "csv") -> tuple[list[Row], dict]:
+    """Resolve ``model``, score every input and return ``(rows, summary)``. The rows are written
+    as they come, in ``fmt`` (one of :data:`FORMATS`), to ``out`` (a path, checked before anything
+    else is done; ``"-"`` is standard output) or to ``stream``; with neither, nothing is written."""
+    check_options(device, batch_size, profile, fmt)
     if out is not None and str(out) != STDOUT:
         try:
             atomic.check_destination(out)
@@ -447,9 +497,9 @@ def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = Non
     if out is not None and str(out) == STDOUT:
         stream = sys.stdout
     if out is not None and str(out) != STDOUT:
-        rows = write_csv(rows_iter, out)
+        rows = write_file(rows_iter, out, fmt)
     elif stream is not None:
-        rows = write_rows(rows_iter, stream)
+        rows = write_rows(rows_iter, stream, fmt)
     else:
         rows = list(rows_iter)
     summary = {**summarize(rows, time.perf_counter() - t0), "model": resolved.name, "n_params": resolved.n_params,
@@ -457,7 +507,10 @@ def score(inputs: Sequence[Path | str], model: str, out: Path | str | None = Non
     return rows, summary
 
 
-def _check_options(device: str, batch_size: int, profile: str) -> None:
+def check_options(device: str, batch_size: int, profile: str, fmt: str = "csv") -> None:
+    """A :class:`ScoreError` for an unknown output format, device, profile or a batch below 1."""
+    if fmt not in FORMATS:
+        raise ScoreError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if device not in ("cpu", "cuda"):
         raise ScoreError(f"--device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda":

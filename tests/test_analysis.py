@@ -11,7 +11,7 @@ import soundfile as sf
 
 from sqa import atomic, paths
 from sqa.analysis import figures, metrics, tables
-from sqa.pipeline import runs
+from sqa.pipeline import profiles, runs
 from sqa.pipeline.stages import StageData
 
 CORPORA = ("c-codec", "c-noise", "c-reverb")
@@ -282,7 +282,7 @@ def test_seeds_summary_and_paired_comparisons():
     assert dist["a"].tolist() == [f"distilled 50k [seed-{s}]" for s in range(3)]  # paired seed with seed
     pruned = paired[paired["a"].str.startswith("pruned")]
     assert len(pruned) == 1 and pruned["b"].iloc[0] == "distilled 50k [seed-0]"
-    fig = figures.score_vs_params(table, note=comparisons.SYNTHETIC_NOTE)
+    fig = figures.score_vs_params(table, note=profiles.SYNTHETIC_NOTE)
     text = " ".join(t.get_text() for t in fig.texts)
     assert "95 % bootstrap CI" in text and "PESQ-WB" in text
 

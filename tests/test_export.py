@@ -1,6 +1,7 @@
-"""sqa export: ONNX and TorchScript exports equal PyTorch (any batch size), OnnxScorer reproduces the
-windowing of ConvTransformerSQA.forward on clips of any length, int8 stays within its documented
-tolerance, sidecars describe the export, and bad sources fail clearly."""
+"""sqa export: ONNX (the dynamo-based exporter) and torch.export (.pt2) exports equal PyTorch (any batch
+size), OnnxScorer reproduces the windowing of ConvTransformerSQA.forward on clips of any length, int8
+stays within its documented tolerance, sidecars describe the export, bad sources fail clearly, and a
+missing export extra is named."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def small_onnx(small):
 
 
 @pytest.fixture(scope="module")
-def small_ts(small):
-    return export.export(small[1], "torchscript")
+def small_pt2(small):
+    return export.export(small[1], "pt2")
 
 
 def test_onnx_equals_torch_any_batch(small, small_onnx) -> None:
@@ -118,51 +119,71 @@ def test_window_override(small, tmp_path) -> None:
     np.testing.assert_allclose(scorer.predict([clip]), torch_clip(other, clip), atol=1e-4, rtol=0)
 
 
-def test_torchscript_equals_torch(small, small_ts) -> None:
+def test_onnx_comes_from_the_current_exporter(small_onnx) -> None:
+    """Opset 18 (the dynamo exporter's; the deprecated one wrote 17), one file without external
+    data, the STFT as a real-valued convolution (no complex tensors, no STFT op)."""
+    import onnx
+
+    graph = onnx.load(str(small_onnx))
+    assert [(o.domain, o.version) for o in graph.opset_import if o.domain == ""] == [("", export.OPSET)]
+    assert export.OPSET >= 18
+    assert not list(small_onnx.parent.glob("*.data"))
+    ops = {n.op_type for n in graph.graph.node}
+    assert "Conv" in ops and "STFT" not in ops and "DFT" not in ops
+
+
+def test_pt2_equals_torch(small, small_pt2) -> None:
     model, _ = small
-    out = small_ts
-    assert out.name == "model.torchscript.pt"
-    traced = torch.jit.load(str(out)).eval()
+    out = small_pt2
+    assert out.name == "model.pt2"
+    program = torch.export.load(str(out)).module()
     for batch in (1, 3):
         for x in inputs(32000, batch, seed=10 + batch):
             with torch.no_grad():
-                got = traced(torch.from_numpy(x)).numpy()
+                got = program(torch.from_numpy(x)).numpy()
             np.testing.assert_allclose(got, torch_window(model, x), atol=1e-5, rtol=0)
-    assert json.loads(export.sidecar_path(out).read_text())["opset"] is None
+    meta = json.loads(export.sidecar_path(out).read_text())
+    assert meta["format"] == "pt2" and meta["opset"] is None and meta["check_max_abs_diff_vs_torch"] < 1e-5
 
 
-def _int8_ops(path, fmt: str) -> int:
-    """Integer matrix products in an exported graph."""
-    if fmt == "onnx":
-        import onnx
+def _int8_ops(path) -> int:
+    """Integer matrix products in an exported ONNX graph."""
+    import onnx
 
-        return sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(path)).graph.node)
-    return str(torch.jit.load(str(path)).inlined_graph).count("quantized::linear_dynamic")
+    return sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(path)).graph.node)
 
 
 def _twenty_inputs(window: int) -> np.ndarray:
     return np.concatenate([inputs(window, 2, seed=s)[s % 3] for s in range(10)])
 
 
-@pytest.mark.parametrize("fmt", export.FORMATS)
-def test_int8_within_tolerance(small, small_onnx, small_ts, fmt) -> None:
+def test_int8_within_tolerance(small, small_onnx, tmp_path) -> None:
     model, run = small
-    fp32 = small_onnx if fmt == "onnx" else small_ts
-    int8 = export.export(run, fmt, int8=True)
-    assert int8.name == f"model.int8.{'onnx' if fmt == 'onnx' else 'torchscript.pt'}"
-    assert _int8_ops(fp32, fmt) == 0 and _int8_ops(int8, fmt) > 0
+    int8 = export.export(run, "onnx", tmp_path / "model.int8.onnx", int8=True)
+    assert export.default_out(run / "model.safetensors", "onnx", True).name == "model.int8.onnx"
+    assert _int8_ops(small_onnx) == 0 and _int8_ops(int8) > 0
     x = _twenty_inputs(32000)
     assert len(x) == 20
     want = torch_window(model, x)
-    if fmt == "onnx":
-        got = export.OnnxScorer(int8).run_windows(x)
-    else:
-        with torch.no_grad():
-            got = torch.jit.load(str(int8))(torch.from_numpy(x)).numpy()
+    got = export.OnnxScorer(int8).run_windows(x)
     diff = np.abs(got - want)
     assert diff.max() < export.INT8_TOLERANCE_MOS
     assert diff.max() > 0  # really quantised
     assert json.loads(export.sidecar_path(int8).read_text())["int8"] is True
+    with pytest.raises(export.ExportError, match="--int8 is for ONNX only"):
+        export.export(run, "pt2", tmp_path / "x.pt2", int8=True)
+    assert not (tmp_path / "x.pt2").exists()
+
+
+def test_missing_export_extra_is_named(small, tmp_path, monkeypatch, capsys) -> None:
+    _, run = small
+    real = export.extras.installed
+    monkeypatch.setattr(export.extras, "installed", lambda module: module != "onnxscript" and real(module))
+    with pytest.raises(export.extras.MissingExtra, match=r"onnxscript.*pip install 'sqa\[export\]'"):
+        export.export(run, "onnx", tmp_path / "m.onnx")
+    assert cli.main(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "sqa[export]" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_cli_writes_default_file_and_reports(small, tmp_path, capsys) -> None:
@@ -192,6 +213,8 @@ def test_bad_sources_fail_clearly(small, tmp_path) -> None:
         export.export(run, "onnx", tmp_path / "x.onnx", window_s=0.001)
     with pytest.raises(export.ExportError, match="format 'tflite'"):
         export.export(run, "tflite")
+    with pytest.raises(export.ExportError, match="--opset 17: the ONNX exporter writes opset 18 or later"):
+        export.export(run, "onnx", tmp_path / "x.onnx", opset=17)
     not_ckpt = tmp_path / "model.safetensors"
     not_ckpt.write_bytes(b"\x80\x04pickle")
     with pytest.raises(export.ExportError, match="not a safetensors file"):
@@ -216,8 +239,8 @@ def test_onnx_scorer_errors(small_onnx, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_released_distillmos_v7_exports_exactly(tmp_path) -> None:
-    """The released DistillMOS v7 weights at their own 7.68-s window: ONNX and TorchScript equal
-    PyTorch, OnnxScorer equals forward on a long clip, int8 ONNX keeps PCC > 0.98 over 20 inputs."""
+    """The released DistillMOS v7 weights at their own 7.68-s window: ONNX and .pt2 equal PyTorch,
+    OnnxScorer equals forward on a long clip, int8 ONNX keeps PCC > 0.98 over 20 inputs."""
     model = student.distillmos_v7(pretrained=True)
     ckpt = checkpoint.save(tmp_path / "model.safetensors", model, model.arch, model.checkpoint_config())
     window = model.config.window_samples
@@ -228,10 +251,10 @@ def test_released_distillmos_v7_exports_exactly(tmp_path) -> None:
             np.testing.assert_allclose(scorer.run_windows(x), torch_window(model, x), atol=1e-4, rtol=0)
     clip = speechlike(12.0, 3, snr_db=10)
     np.testing.assert_allclose(scorer.predict([clip]), torch_clip(model, clip), atol=1e-4, rtol=0)
-    traced = torch.jit.load(str(export.export(ckpt, "torchscript"))).eval()
+    program = torch.export.load(str(export.export(ckpt, "pt2"))).module()
     x = inputs(window, 3, seed=30)[1]
     with torch.no_grad():
-        np.testing.assert_allclose(traced(torch.from_numpy(x)).numpy(), torch_window(model, x), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(program(torch.from_numpy(x)).numpy(), torch_window(model, x), atol=1e-5, rtol=0)
     int8 = export.OnnxScorer(export.export(ckpt, "onnx", int8=True))
     snrs = [None, 30, 20, 15, 10, 5, 0, -5]
     x = np.stack([speechlike(3.0, s, snr_db=snrs[s % len(snrs)]) for s in range(20)])

@@ -1,6 +1,7 @@
 """sqa score: folders of mixed formats, rates and channel counts are scored; corrupt, empty and
 missing files become CSV rows with reasons without stopping the batch; list files; quoted paths;
---model resolution (run folder, checkpoint, ONNX export, baseline, size preset via the registry)."""
+--model resolution (shipped student by default, run folder, checkpoint, ONNX export, baseline, size
+preset via the registry); JSON-lines output; the note on what demo runs' models predict."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from sqa import cli, export, score
+from sqa import atomic, cli, export, extras, pretrained, score
 from sqa.data import audio
 from sqa.models import checkpoint, count_params, student
 
@@ -205,7 +206,7 @@ def test_size_resolves_latest_distill_run(outputs, model_run, tmp_path) -> None:
 
 
 def test_model_resolution_errors(folder, tmp_path, capsys) -> None:
-    with pytest.raises(score.ScoreError, match="is not a baseline .*nor a size like"):
+    with pytest.raises(score.ScoreError, match="is not a shipped student .*, a baseline .*nor a size like"):
         score.resolve_model("no-such-model")
     with pytest.raises(score.ScoreError, match="run folder has no model.safetensors"):
         score.resolve_model(str(tmp_path))
@@ -230,3 +231,93 @@ def test_baseline_name_scores(folder) -> None:
     assert rows[0].ok and 1.0 <= rows[0].mos <= 5.0
     assert not rows[1].ok
     assert summary["n_scored"] == 1 and summary["x_realtime"] > 0
+
+
+def test_default_model_is_the_shipped_student(folder, model_run, tmp_path, monkeypatch, capsys) -> None:
+    assert cli.build_parser().parse_args(["score", "x.wav"]).model == pretrained.DEFAULT == "sqa-250k"
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / f"{pretrained.DEFAULT}.safetensors").write_bytes((model_run[1] / "model.safetensors").read_bytes())
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    out = tmp_path / "default.csv"
+    assert run_cli(str(folder / "a.wav"), "--out", str(out)) == 0
+    row = read_csv(out)[0]
+    with torch.no_grad():
+        want = model_run[0](torch.from_numpy(audio.load(folder / "a.wav"))[None]).item()
+    assert row["status"] == "ok" and float(row["mos"]) == pytest.approx(want, abs=2e-4)
+    assert f"model: {pretrained.DEFAULT} (" in capsys.readouterr().out
+    assert run_cli(str(folder / "a.wav"), "--model", "sqa-1M") == 2
+    err = capsys.readouterr().err
+    assert f"--model sqa-1M: {weights / 'sqa-1M.safetensors'} is missing" in err
+    assert "sqa reproduce --profile release" in err
+
+
+def test_jsonl_rows_have_the_csv_fields_and_values(folder, model_run, tmp_path, capsys) -> None:
+    args = [str(folder), "--model", str(model_run[1])]
+    assert run_cli(*args, "--out", str(tmp_path / "s.csv")) == 0
+    assert run_cli(*args, "--out", str(tmp_path / "s.jsonl")) == 0  # the suffix picks JSON lines
+    rows = read_csv(tmp_path / "s.csv")
+    records = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert len(records) == len(rows) == len(GOOD) + len(BAD)
+    for record, row in zip(records, rows):
+        assert list(record) == list(score.CSV_COLUMNS)
+        assert (record["path"], record["status"]) == (row["path"], row["status"])
+        assert (record["error"] or "", record["warning"] or "") == (row["error"], row["warning"])
+        assert ("" if record["mos"] is None else f"{record['mos']:.4f}") == row["mos"]
+        assert ("" if record["duration_s"] is None else f"{record['duration_s']:.3f}") == row["duration_s"]
+    assert {r["status"] for r in records} == {"ok", "failed"}
+    assert all((r["mos"] is None) == (r["status"] == "failed") for r in records)
+    assert not list(tmp_path.glob(".*tmp*"))
+    # --format wins over the suffix; --format jsonl also streams to stdout
+    assert run_cli(*args, "--out", str(tmp_path / "forced.jsonl"), "--format", "csv") == 0
+    assert (tmp_path / "forced.jsonl").read_text().startswith('"path","mos","duration_s"')
+    capsys.readouterr()
+    assert run_cli(str(folder / "a.wav"), "--model", str(model_run[1]), "--format", "jsonl") == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["status"] for line in captured.out.splitlines()] == ["ok"]
+    assert "scored 1 of 1 files" in captured.err
+    with pytest.raises(score.ScoreError, match="--format must be one of csv, jsonl"):
+        score.score([folder / "a.wav"], str(model_run[1]), fmt="xml")
+
+
+def test_interrupted_jsonl_keeps_its_rows(folder, model_run, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "scores.jsonl"
+    monkeypatch.setattr(score, "GROUP_SIZE", 1)
+    real = score.resolve_model(str(model_run[1]))
+    calls = []
+
+    def predict(waves, batch_size):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real.predict(waves, batch_size)
+
+    monkeypatch.setattr(score, "resolve_model", lambda *a, **k: score.Model("m", predict, 1, "test"))
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(str(folder / "a.wav"), str(folder / "long 20 s.wav"), str(folder / "same-length-1.wav"),
+                "--out", str(out))
+    assert not out.exists()
+    partial = atomic.partial_path(out)
+    assert partial.name == "scores.partial.jsonl"
+    records = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [r["path"].split("/")[-1] for r in records] == ["a.wav", "long 20 s.wav"]
+    assert all(r["status"] == "ok" and 1 <= r["mos"] <= 5 for r in records)
+
+
+@pytest.mark.parametrize("profile, noted", [("demo", True), ("smoke", True), ("paper", False)])
+def test_demo_models_say_they_predict_pesq_wb(folder, model_run, tmp_path, capsys, profile, noted) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes((model_run[1] / "model.safetensors").read_bytes())
+    (run / "params.json").write_text(json.dumps({"profile": profile}))
+    assert run_cli(str(folder / "a.wav"), "--model", str(run), "--out", str(tmp_path / "s.csv")) == 0
+    printed = capsys.readouterr().out
+    assert ("note: Labels are PESQ-WB" in printed and "not listeners' opinion" in printed) == noted
+
+
+def test_baseline_without_its_extra_names_it(folder, monkeypatch, capsys) -> None:
+    real = extras.installed
+    monkeypatch.setattr(extras, "installed", lambda module: module != "distillmos" and real(module))
+    assert run_cli(str(folder / "a.wav"), "--model", "distillmos") == 2
+    err = capsys.readouterr().err
+    assert "baseline 'distillmos' needs the package distillmos" in err and "pip install 'sqa[baselines]'" in err

@@ -7,7 +7,6 @@
 - :func:`seed_summary`: several runs of one kind and size (seeds) as mean ± sd.
 - :func:`paired_comparisons`: distilled vs labeled-only and pruned vs distilled at each size, as
   paired bootstrap CIs of the difference on the same clips.
-- :func:`label_note`: what the models of a profile learned to predict.
 """
 
 from __future__ import annotations
@@ -25,22 +24,6 @@ LEFT_OUT_COLUMNS = ["label", "stage", "tag", "dir", "reason"]
 #: the comparisons the text of a results section makes: (kind A, kind B) at the same size
 PAIRS = (("distilled", "labeled-only"), ("pruned", "distilled"))
 SEED_KINDS = ("pruned", "distilled", "labeled-only")
-#: what demo and smoke models learn (their corpora are synthetic speech labelled by PESQ-WB)
-SYNTHETIC_NOTE = ("Labels are PESQ-WB (ITU-T P.862.2 MOS-LQO) of synthetic speech: these models predict "
-                  "PESQ-WB of synthetic speech, not listeners' opinion.")
-
-
-#: what release models learn (the release teacher's scores of synthetic degraded speech)
-TEACHER_NOTE = ("Labels are the released DistillMOS's scores of synthetic degraded speech: these numbers measure "
-                "agreement with that teacher, not with listeners' opinion.")
-
-
-def label_note(profile: str) -> str:
-    """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
-    profile = paths.check_profile(profile)
-    return "" if profile == "paper" else TEACHER_NOTE if profile == "release" else SYNTHETIC_NOTE
-
-
 def lineage_filter(found: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split collected runs into those of the reference lineage and those left out, with why.
 

@@ -29,6 +29,11 @@ Policies (each one tested in ``tests/test_audio.py``):
   (:func:`load`, :func:`iter_blocks`) becomes an :class:`AudioError` naming the file too.
   A NaN/inf check covers the whole file; ``iter_blocks`` raises when it reaches the first bad block
   (after yielding the clean blocks before it), counting the bad samples of the whole file.
+- **Arrays** (:func:`from_array`: samples already in memory, e.g. for ``sqa.load().score``) get
+  the same policies: float samples only (integer PCM is refused rather than guessed at), 1-D or
+  ``(samples, channels)`` as ``soundfile.read`` returns them (a 2-D array with more columns than
+  rows is refused as probably ``(channels, samples)``), channels averaged, the rate in
+  ``MIN_SR..MAX_SR``, NaN/inf refused, resampled by the same resampler (whole, in one call).
 - **Silence** is not an error: an all-zero file loads as zeros; callers decide with
   :func:`is_silent`.
 - **Writing** (:func:`save`) is atomic and refuses NaN/inf and, for integer PCM subtypes, samples
@@ -112,6 +117,29 @@ def load(path: Path | str, target_sr: int = TARGET_SR, *, max_seconds: float | N
     if pos != len(out):
         raise AudioError(f"{path}: decoded {pos} samples, expected {len(out)} from the header")
     return out
+
+
+def from_array(x: np.ndarray, sample_rate: int, target_sr: int = TARGET_SR, *, name: str = "samples") -> np.ndarray:
+    """Float samples ``x`` (1-D, or ``(samples, channels)``) at ``sample_rate`` as mono float32 at
+    ``target_sr``; errors are :class:`AudioError` starting with ``name``."""
+    sr = _check_sr(name, sample_rate, "sample_rate")
+    target_sr = _check_sr(name, target_sr)
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise AudioError(f"{name}: samples must be floats (about -1..1), got dtype {arr.dtype}; scale integer "
+                         "PCM first, e.g. x / 32768 for 16-bit")
+    if arr.ndim == 2 and arr.shape[1] > arr.shape[0]:
+        raise AudioError(f"{name}: shape {arr.shape} looks like (channels, samples); pass (samples, channels), "
+                         "e.g. x.T")
+    if arr.ndim not in (1, 2) or arr.size == 0:
+        raise AudioError(f"{name}: expected a non-empty 1-D array of samples or (samples, channels), "
+                         f"got shape {arr.shape}")
+    mono = arr.astype(np.float32) if arr.ndim == 1 else arr.mean(axis=1, dtype=np.float32)
+    bad = ~np.isfinite(mono)
+    if bad.any():
+        raise AudioError(f"{name}: {int(bad.sum())} non-finite samples (NaN or inf), first at sample "
+                         f"{int(np.flatnonzero(bad)[0])}")
+    return mono if sr == target_sr else _resample(np.ascontiguousarray(mono), sr, target_sr)
 
 
 def iter_blocks(
@@ -249,11 +277,11 @@ def _open(path: Path | str) -> sf.SoundFile:
         raise AudioError(f"{path}: unrecognised or corrupt audio header ({e})") from e
 
 
-def _check_sr(path: Path, target_sr: object) -> int:
+def _check_sr(path: Path | str, target_sr: object, what: str = "target_sr") -> int:
     if isinstance(target_sr, float) and target_sr.is_integer():
         target_sr = int(target_sr)
     if isinstance(target_sr, bool) or not isinstance(target_sr, numbers.Integral) or not MIN_SR <= target_sr <= MAX_SR:
-        raise AudioError(f"{path}: unsupported target_sr {target_sr!r}; use an integer in {MIN_SR}..{MAX_SR} Hz")
+        raise AudioError(f"{path}: unsupported {what} {target_sr!r}; use an integer in {MIN_SR}..{MAX_SR} Hz")
     return int(target_sr)
 
 
@@ -401,6 +429,7 @@ __all__ = [
     "MIN_SR",
     "TARGET_SR",
     "crop_or_pad",
+    "from_array",
     "info",
     "is_silent",
     "iter_blocks",

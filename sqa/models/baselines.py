@@ -18,6 +18,10 @@ the others one by one; every model cuts long clips into windows as it scores the
 time (never one giant forward, never every window at once), so memory does not grow with a clip's
 length beyond the clip itself (`bench/score_memory.py` measures it). `min_samples` is the
 shortest clip a model can analyse at all (its STFT window); `sqa score` asks for more.
+
+The released weights, ONNX models and DNSMOS features come from optional packages (the
+`baselines` extra, :data:`NEEDS`); `get` checks for them first and names the extra when one is
+missing (:class:`sqa.extras.MissingExtra`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from sqa import extras
 from sqa.data.batching import length_batches
 from sqa.models.dnsmos import SAMPLE_RATE, DnsmosP808, DnsmosP835, as_waveform
 
@@ -37,6 +42,9 @@ NAMES = ("dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa")
 MFCC_HOP_FRAMES = SAMPLE_RATE // 200  # 1 s of MFCC frames (torchaudio MFCC hop: 200 samples)
 MFCC_N_FFT = 400  # torchaudio MFCC's STFT window
 DNSMOS_MIN_SAMPLES = 321  # P.808's mel FFT; shorter clips are repeated to 9.01 s by the scorer
+#: the optional packages (the ``baselines`` extra) each baseline reads: weights, ONNX models, features
+NEEDS = {"dnsmos-p808": ["speechmos", "librosa", "onnx"], "dnsmos-p835": ["speechmos", "onnx"],
+         "distillmos": ["distillmos"], "mfcc-sqa": ["xls_r_sqa"]}
 
 
 @runtime_checkable
@@ -116,6 +124,7 @@ def _mfcc_sqa(device: str) -> TorchBaseline:
 def get(name: str, device: str = "cpu", intra_op_threads: int = 0) -> Baseline:
     """The baseline called `name` (one of NAMES). `device` is for the torch baselines;
     `intra_op_threads` for DNSMOS's onnxruntime (0 = onnxruntime's default)."""
+    extras.check(NEEDS.get(name, []), f"baseline {name!r}", extra="baselines")
     if name == "dnsmos-p808":
         return DnsmosBaseline(DnsmosP808(intra_op_threads))
     if name == "dnsmos-p835":

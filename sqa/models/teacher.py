@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sqa import atomic
+from sqa import atomic, extras
 from sqa.models import checkpoint
 from sqa.models.heads import HeadConfig, SqaHead, crop_features, predict_long, window_starts
 
@@ -62,7 +62,8 @@ class SslFeatures(nn.Module):
     def __init__(self, backbone: str | Path, layers: list[int], finetune_top: int = 0,
                  backbone_config: dict | None = None):
         super().__init__()
-        from transformers import Wav2Vec2Config, Wav2Vec2Model
+        transformers = extras.require("transformers", "the XLS-R teacher")
+        Wav2Vec2Config, Wav2Vec2Model = transformers.Wav2Vec2Config, transformers.Wav2Vec2Model
 
         if not layers or len(layers) > 2 or min(layers) < 0:
             raise ValueError(f"layers={layers}: give one or two block indices >= 0")
@@ -186,8 +187,7 @@ def load(path: Path | str, backbone: str | Path | None = None,
     if backbone is None:
         model = checkpoint.build_checked(Path(path), info, shapes, _build, info.config)
     else:
-        from transformers import Wav2Vec2Config
-
+        Wav2Vec2Config = extras.require("transformers", "the XLS-R teacher").Wav2Vec2Config
         given = Wav2Vec2Config.from_pretrained(str(backbone)).to_dict()
         config = {**info.config, "backbone": str(backbone), "backbone_config": given}
         model = checkpoint.build_checked(Path(path), info, shapes, _build, config)
@@ -197,7 +197,8 @@ def load(path: Path | str, backbone: str | Path | None = None,
 def tiny_backbone(folder: Path | str, seed: int = 0, layers: int = 4, hidden: int = 32) -> Path:
     """A randomly initialised XLS-R-shaped Wav2Vec2 (stable layer norm, 50 frames/s) saved with
     ``save_pretrained``: the smoke profile's stand-in for a hub download, loaded by the same path."""
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    transformers = extras.require("transformers", "the XLS-R teacher")
+    Wav2Vec2Config, Wav2Vec2Model = transformers.Wav2Vec2Config, transformers.Wav2Vec2Model
 
     folder = Path(folder)
     if (folder / "config.json").is_file():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqa import paths
-from sqa.synth import demo_corpus, release_corpus
 
-#: demo corpora, one per degradation family, plus the unlabeled pool (built by sqa.synth.demo_corpus)
-DEMO_CORPORA = [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
+#: what demo and smoke models learn (their corpora are synthetic speech labelled by PESQ-WB)
+SYNTHETIC_NOTE = ("Labels are PESQ-WB (ITU-T P.862.2 MOS-LQO) of synthetic speech: these models predict "
+                  "PESQ-WB of synthetic speech, not listeners' opinion.")
 
 #: real corpora under SQA_DATA_ROOT: adapter:folder (the folder as its distributors unpack it), and the
 #: unlabeled pool that stage 01 builds into SQA_DATA_ROOT/pool from the clean speech, noise and RIRs in
@@ -25,14 +25,36 @@ PAPER_CORPORA = [
 ]
 
 
-#: the release profile's pools, built by sqa.synth.release_corpus into outputs/release/data: the
-#: training pool (pseudo-labeled by stage 03) and the held-out pool labeled by the release teacher
-RELEASE_CORPORA = [f"pool:{name}" for name in (release_corpus.POOL, release_corpus.HELDOUT)]
+def demo_corpora() -> list[str]:
+    """The demo corpora, one per degradation family, plus the unlabeled pool (built by
+    ``sqa.synth.demo_corpus``, imported here only: this module stays light for ``sqa score``)."""
+    from sqa.synth import demo_corpus
+
+    return [f"{demo_corpus.NAME}:{name}" for name in (*demo_corpus.CORPORA, demo_corpus.POOL)]
+
+
+def release_corpora() -> list[str]:
+    """The release profile's pools, built by ``sqa.synth.release_corpus`` into outputs/release/data:
+    the training pool (pseudo-labeled by stage 03) and the held-out pool labeled by the teacher."""
+    from sqa.synth import release_corpus
+
+    return [f"pool:{name}" for name in (release_corpus.POOL, release_corpus.HELDOUT)]
 
 
 def default_corpora(profile: str) -> list[str]:
     profile = paths.check_profile(profile)
-    return list(PAPER_CORPORA if profile == "paper" else RELEASE_CORPORA if profile == "release" else DEMO_CORPORA)
+    return list(PAPER_CORPORA) if profile == "paper" else release_corpora() if profile == "release" else demo_corpora()
+
+
+#: what release models learn (the release teacher's scores of synthetic degraded speech)
+TEACHER_NOTE = ("Labels are the released DistillMOS's scores of synthetic degraded speech: these numbers measure "
+                "agreement with that teacher, not with listeners' opinion.")
+
+
+def label_note(profile: str) -> str:
+    """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
+    profile = paths.check_profile(profile)
+    return "" if profile == "paper" else TEACHER_NOTE if profile == "release" else SYNTHETIC_NOTE
 
 
 def default_data_root(profile: str) -> Path:

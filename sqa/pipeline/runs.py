@@ -257,9 +257,14 @@ def environment() -> dict[str, Any]:
 
 
 def git_state() -> dict[str, Any]:
+    """Commit and dirtiness of the checkout the package lives in (None for an installed package)."""
+    root = paths.checkout()
+
     def git(*args: str) -> str | None:
+        if root is None:
+            return None
         try:
-            res = subprocess.run(["git", *args], cwd=paths.repo_root(), capture_output=True,
+            res = subprocess.run(["git", *args], cwd=root, capture_output=True,
                                  text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return None

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from sqa import extras
 from sqa.synth.codec_tools import TOOL_CODECS, ToolCodec, tool_commands, tools_present
 
 __all__ = [
@@ -103,9 +104,7 @@ def ffmpeg_exe() -> str:
     found = shutil.which("ffmpeg")
     if found:
         return found
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return extras.require("imageio_ffmpeg", "codec degradations without an ffmpeg on PATH").get_ffmpeg_exe()
 
 
 def _list_section(flag: str) -> set[str]:

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from sqa import extras
+
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.25
 PESQ_WB_MAX = 4.644  # score of a clip against itself
@@ -167,7 +169,8 @@ def _check_pair(ref: object, deg: object, sr: object, clip_id: str | None) -> tu
 
 def _score(ref: np.ndarray, deg: np.ndarray) -> PesqResult:
     """PESQ-WB of a checked pair (runs in worker processes)."""
-    from pesq import NoUtterancesError, pesq
+    pesq_module = extras.require("pesq", "PESQ labels")
+    NoUtterancesError, pesq = pesq_module.NoUtterancesError, pesq_module.pesq
 
     ref, deg = ref.astype(np.float64), deg.astype(np.float64)
     ref_peak, deg_peak = float(np.max(np.abs(ref))), float(np.max(np.abs(deg)))

