@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = baselines.get("distillmos")
     rows = {"distillmos": {"params": teacher.n_params, "speed": speed(lambda w: teacher.predict([w]))}}
     for name in pretrained.NAMES:
-        model, _ = checkpoint.load(pretrained.weights_path(name))
+        model, _ = checkpoint.load(pretrained.weights_file(name))
         model.eval()
         x = lambda w, m=model: m(torch.from_numpy(w)[None])  # noqa: E731
         rows[name] = {"params": int(sum(p.numel() for p in model.parameters())), "speed": speed(x),

@@ -441,9 +441,14 @@ def write_file(rows: Iterator[Row] | Sequence[Row], path: Path | str, fmt: str =
 
 def training_note(source: str) -> str:
     """What a model trained by a run of this repo learned, from the run's ``params.json`` beside its
-    checkpoint: demo and smoke runs learned PESQ-WB of synthetic speech ("" when unknown or paper)."""
+    checkpoint: demo and smoke runs learned PESQ-WB of synthetic speech ("" when unknown or paper);
+    the shipped students (``sqa/weights``) imitate the released DistillMOS."""
     if not Path(str(source)).is_file():  # a baseline
         return ""
+    if Path(str(source)).resolve().parent == Path(__file__).resolve().parent / "weights":
+        from sqa.pipeline.profiles import SHIPPED_NOTE
+
+        return SHIPPED_NOTE
     params = Path(str(source)).parent / "params.json"
     try:
         profile = json.loads(params.read_text()).get("profile")

@@ -35,8 +35,7 @@ x += 0.01 * np.random.default_rng(0).standard_normal(len(t))
 sf.write("x.wav", (0.2 * x / np.abs(x).max()).astype("float32"), 16000)
 """
 API = "import sqa; print(repr(sqa.load('{model}').score('x.wav')))"
-ONNX = ("import sqa, sqa.pretrained as p; print(repr(sqa.load(str(p.weights_path('{model}').with_suffix('.onnx')))"
-        ".score('x.wav')))")
+ONNX = "import sqa, sqa.pretrained as p; print(repr(sqa.load(p.path('{model}', 'onnx')).score('x.wav')))"
 
 
 def run(cmd: list[str], cwd: Path, log: list) -> str:

@@ -139,7 +139,7 @@ def from_array(x: np.ndarray, sample_rate: int, target_sr: int = TARGET_SR, *, n
     if bad.any():
         raise AudioError(f"{name}: {int(bad.sum())} non-finite samples (NaN or inf), first at sample "
                          f"{int(np.flatnonzero(bad)[0])}")
-    return mono if sr == target_sr else _resample(np.ascontiguousarray(mono), sr, target_sr)
+    return mono if sr == target_sr else resample(np.ascontiguousarray(mono), sr, target_sr)
 
 
 def iter_blocks(

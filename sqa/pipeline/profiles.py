@@ -51,6 +51,12 @@ TEACHER_NOTE = ("Labels are the released DistillMOS's scores of synthetic degrad
                 "agreement with that teacher, not with listeners' opinion.")
 
 
+#: what the shipped students (sqa/weights, made by the release profile) predict
+SHIPPED_NOTE = ("This shipped student imitates the released DistillMOS (distilled from its scores of synthetic "
+                "degraded speech, docs/models.md): it predicts what DistillMOS would say, not listeners' opinion "
+                "directly.")
+
+
 def label_note(profile: str) -> str:
     """What the models of ``profile`` predict ("" for the paper profile: real listening-test MOS)."""
     profile = paths.check_profile(profile)

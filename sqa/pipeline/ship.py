@@ -46,7 +46,7 @@ def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES) -> d
         weights = out / f"{name}.safetensors"
         with atomic.atomic_path(weights) as tmp:
             shutil.copyfile(run / "model.safetensors", tmp)
-        onnx = export.export(weights, "onnx", out / f"{name}.onnx")
+        onnx = export.export(weights, "onnx", weights.with_suffix(".onnx"))
         params = json.loads((run / "params.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
         record[name] = {"run": paths.portable(run), "teacher_run": params["inputs"].get("pseudo_labels"),
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="copy the release students into sqa/weights")
     parser.add_argument("--profile", default=PROFILE)
     args = parser.parse_args(argv)
-    ship(pretrained.weights_dir(), args.profile)
+    ship(pretrained.WEIGHTS_DIR, args.profile)
     return 0
 
 
