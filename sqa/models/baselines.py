@@ -22,10 +22,14 @@ shortest clip a model can analyse at all (its STFT window); `sqa score` asks for
 The released weights, ONNX models and DNSMOS features come from optional packages (the
 `baselines` extra, :data:`NEEDS`); `get` checks for them first and names the extra when one is
 missing (:class:`sqa.extras.MissingExtra`).
+
+`torch_network` and `torch_score` hand the torch baselines' networks and their windowed scoring
+to modules that hold them as submodules (the ensemble teacher, `sqa.models.ensemble`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     import torch
 
 NAMES = ("dnsmos-p808", "dnsmos-p835", "distillmos", "mfcc-sqa")
+TORCH_NAMES = ("distillmos", "mfcc-sqa")  # the baselines that are torch modules
 MFCC_HOP_FRAMES = SAMPLE_RATE // 200  # 1 s of MFCC frames (torchaudio MFCC hop: 200 samples)
 MFCC_N_FFT = 400  # torchaudio MFCC's STFT window
 DNSMOS_MIN_SAMPLES = 321  # P.808's mel FFT; shorter clips are repeated to 9.01 s by the scorer
@@ -104,21 +109,43 @@ class TorchBaseline:
         return out
 
 
-def _distillmos(device: str) -> TorchBaseline:
-    from sqa.models.student import distillmos_v7
+def torch_network(name: str, pretrained: bool = True) -> "torch.nn.Module":
+    """The network of the torch baseline `name` (one of TORCH_NAMES): the released weights in eval
+    mode if `pretrained`, else the released architecture untrained (for a checkpoint to fill)."""
+    if name == "distillmos":
+        from sqa.models.student import distillmos_v7
 
-    model = distillmos_v7(pretrained=True)
-    return TorchBaseline("distillmos", model, model, device, min_samples=model.config.stft_win)
+        return distillmos_v7(pretrained)
+    if name == "mfcc-sqa":
+        from sqa.models.heads import load_released_head
+
+        return load_released_head("mfcc", weights=pretrained)
+    raise ValueError(f"{name!r} is not a torch baseline; torch baselines: {', '.join(TORCH_NAMES)}")
 
 
-def _mfcc_sqa(device: str) -> TorchBaseline:
-    from sqa.models.heads import load_released_head, mfcc_features, predict_long
+def torch_score(name: str, network: "torch.nn.Module", wave: "torch.Tensor") -> "torch.Tensor":
+    """MOS (B,) of a (B, T) 16 kHz batch on `network`'s device, windowed as baseline `name` scores:
+    DistillMOS by its own forward, the MFCC head by `predict_long` over 4.8-s windows hopped <= 1 s."""
+    if name == "mfcc-sqa":
+        from sqa.models.heads import mfcc_features, predict_long
 
-    head = load_released_head("mfcc")
-    return TorchBaseline(
-        "mfcc-sqa", head, lambda x: predict_long(head, mfcc_features(x), hop=MFCC_HOP_FRAMES), device,
-        min_samples=MFCC_N_FFT,
-    )
+        return predict_long(network, mfcc_features(wave), hop=MFCC_HOP_FRAMES)
+    if name == "distillmos":
+        return network(wave)
+    raise ValueError(f"{name!r} is not a torch baseline; torch baselines: {', '.join(TORCH_NAMES)}")
+
+
+def min_samples(name: str) -> int:
+    """The shortest clip baseline `name` can analyse at all: its STFT window."""
+    if name == "distillmos":
+        from sqa.models.student import DISTILLMOS_V7
+
+        return DISTILLMOS_V7.stft_win
+    if name == "mfcc-sqa":
+        return MFCC_N_FFT
+    if name in ("dnsmos-p808", "dnsmos-p835"):
+        return DNSMOS_MIN_SAMPLES
+    raise ValueError(f"unknown baseline {name!r}; known baselines: {', '.join(NAMES)}")
 
 
 def get(name: str, device: str = "cpu", intra_op_threads: int = 0) -> Baseline:
@@ -129,8 +156,7 @@ def get(name: str, device: str = "cpu", intra_op_threads: int = 0) -> Baseline:
         return DnsmosBaseline(DnsmosP808(intra_op_threads))
     if name == "dnsmos-p835":
         return DnsmosBaseline(DnsmosP835(intra_op_threads))
-    if name == "distillmos":
-        return _distillmos(device)
-    if name == "mfcc-sqa":
-        return _mfcc_sqa(device)
+    if name in TORCH_NAMES:
+        network = torch_network(name)
+        return TorchBaseline(name, network, functools.partial(torch_score, name, network), device, min_samples(name))
     raise ValueError(f"unknown baseline {name!r}; known baselines: {', '.join(NAMES)}")

@@ -306,16 +306,19 @@ def load_released_head(
     layer: Union[int, Literal["fusion"], None] = None,
     variant: str = "full",
     version: str = "sqa-v2",
+    weights: bool = True,
 ) -> SqaHead:
     """Build an ``SqaHead`` with the shipped xls-r-sqa weights, in eval mode.
 
     ``backbone``: "300m" | "1b" | "2b" | "mfcc"; ``layer``: a shipped layer (300m: 5, 21;
-    1b/2b: 10, 41) or "fusion" (both); None for mfcc.
+    1b/2b: 10, 41) or "fusion" (both); None for mfcc. ``weights=False``: the shipped head's
+    architecture untrained (sizes read from the file), e.g. for a checkpoint to fill.
     """
     path = released_head_path(backbone, layer, variant, version)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     head = SqaHead(released_head_config(sd))
-    head.load_state_dict(convert_released_state_dict(sd))
+    if weights:
+        head.load_state_dict(convert_released_state_dict(sd))
     return head.eval()
 
 

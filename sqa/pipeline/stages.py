@@ -57,6 +57,9 @@ def build_model(name: str, init: str = "", window_s: float = 4.0, profile: str =
     - ``xlsr-<300m|1b|2b>-l<L>[+<L2>]``: XLS-R + head; ``init`` overrides the backbone (a hub id
       or a local folder); ``xlsr-tiny-l<L>`` is a random 4-block XLS-R-shaped model generated
       locally (the smoke profile's stand-in for a download).
+    - ``ensemble``: :class:`sqa.models.ensemble.EnsembleTeacher`, the unweighted mean of the four
+      offline models trained on human MOS (released weights; ``init`` "" or "released"); it is
+      not trained (epochs 0) and every member keeps its own windows.
     """
     from sqa.models import student, teacher
 
@@ -68,7 +71,13 @@ def build_model(name: str, init: str = "", window_s: float = 4.0, profile: str =
         else:
             backbone, layers = teacher.parse_name(name)
         return teacher.XlsrTeacher(teacher.TeacherConfig(init or backbone, layers, finetune_top=finetune_top))
-    if name == "distillmos":
+    if name == "ensemble":
+        from sqa.models.ensemble import EnsembleTeacher
+
+        if init not in ("", "released"):
+            raise ValueError(f"init={init!r} for ensemble: its members are the released models; use 'released'")
+        model = EnsembleTeacher()
+    elif name == "distillmos":
         if init not in ("released", "random"):
             raise ValueError(f"init={init!r} for distillmos: use 'released' or 'random'")
         model = student.distillmos_v7(pretrained=init == "released")
