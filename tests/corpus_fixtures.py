@@ -323,3 +323,17 @@ def write_pool_sources(root: Path, layout: str = "plain", n_clean: int = 5) -> P
     h[20:] += 0.3 * rng.standard_normal(2980) * np.exp(-np.arange(2980) / 600)
     sf.write(root / dirs[2] / "room.wav", h.astype(np.float32), 16000)
     return root
+
+
+def sqa_run(profile: str, stage: str, env: dict, *params: str) -> Path:
+    """``sqa run STAGE -q -p profile PROFILE -p NAME VALUE ...`` in a subprocess with ``env``;
+    returns the run folder (from the closing ``== ... done in ... -> DIR`` line)."""
+    import subprocess
+    import sys
+
+    pairs = [x for i in range(0, len(params), 2) for x in ("-p", params[i], params[i + 1])]
+    cmd = [sys.executable, "-m", "sqa.cli", "run", stage, "-q", "-p", "profile", profile, *pairs]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"sqa run {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    line = next(s for s in done.stderr.splitlines() if s.startswith("== ") and " done in " in s)
+    return Path(line.split(" -> ", 1)[1])

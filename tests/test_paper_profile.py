@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +14,7 @@ import pytest
 from sqa.pipeline import profiles
 
 from corpus_fixtures import WRITERS, write_pool_sources
+from corpus_fixtures import sqa_run as run_stage
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +22,7 @@ POOL = {"n_clips": 24, "clip_s": 1.0, "shard_size": 8, "families": ["bandlimit",
 
 
 def sqa_run(stage: str, env: dict, *params: str) -> Path:
-    """``sqa run STAGE -p profile paper -p NAME VALUE ...``; returns the run folder."""
-    pairs = [x for i in range(0, len(params), 2) for x in ("-p", params[i], params[i + 1])]
-    cmd = [sys.executable, "-m", "sqa.cli", "run", stage, "-q", "-p", "profile", "paper", *pairs]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"sqa run {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    line = next(s for s in done.stderr.splitlines() if s.startswith("== ") and " done in " in s)
-    return Path(line.split(" -> ", 1)[1])
+    return run_stage("paper", stage, env, *params)
 
 
 def write_data_root(root: Path) -> set[str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from sqa.pipeline import profiles
 from sqa.synth import pool, release_corpus
 from sqa.training import loop
 
+from corpus_fixtures import sqa_run as run_stage
 from corpus_fixtures import write_pool_sources
 
 VOICES = ["espeak-en+m3", "espeak-en-us", "flite-kal", "flite-slt", "mbrola-us1", "piper-joe"]
@@ -88,12 +87,7 @@ def test_release_profile_defaults():
 
 
 def sqa_run(stage: str, env: dict, *params: str) -> Path:
-    pairs = [x for i in range(0, len(params), 2) for x in ("-p", params[i], params[i + 1])]
-    cmd = [sys.executable, "-m", "sqa.cli", "run", stage, "-q", "-p", "profile", "release", *pairs]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"sqa run {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    line = next(s for s in done.stderr.splitlines() if s.startswith("== ") and " done in " in s)
-    return Path(line.split(" -> ", 1)[1])
+    return run_stage("release", stage, env, *params)
 
 
 @pytest.mark.slow
