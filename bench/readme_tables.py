@@ -65,7 +65,24 @@ def results_block(profile: str) -> str:
         f = folder / name
         if f.is_file():
             parts.append((f"**{title}**\n\n" if title else "") + f.read_text().strip() + "\n")
+        if name == "comparisons.md":
+            parts += dev_block(folder)
     return "\n".join(parts)
+
+
+def dev_block(folder: Path) -> list[str]:
+    """The trained runs' best dev PCC (the epoch each kept), from the published ``runs.csv``."""
+    import pandas as pd
+
+    f = folder / "runs.csv"
+    runs = pd.read_csv(f) if f.is_file() else pd.DataFrame()
+    if "best_dev_pcc" not in runs or runs["best_dev_pcc"].isna().all():
+        return []
+    runs = runs[runs["best_dev_pcc"].notna()]
+    lines = ["**Dev PCC of the epoch each run kept (early stopping)**", "", "| run | kind | size | dev PCC |",
+             "|---|---|---|---|"]
+    lines += [f"| {r.tag} | {r.kind} | {r.size} | {r.best_dev_pcc:.3f} |" for r in runs.itertuples()]
+    return ["\n".join(lines) + "\n"]
 
 
 def speed_block(profile: str) -> str:

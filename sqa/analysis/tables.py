@@ -38,7 +38,7 @@ STUDENT_KINDS = {"distill": "distilled", "labeled-only": "labeled-only"}
 #: display order of the kinds in every table
 KINDS = ("baseline", "teacher", "pruned", "distilled", "labeled-only")
 MODEL_COLUMNS = ["label", "kind", "size", "params"]
-RUN_COLUMNS = [*MODEL_COLUMNS, "stage", "tag", "dir", "finished"]
+RUN_COLUMNS = [*MODEL_COLUMNS, "best_dev_pcc", "stage", "tag", "dir", "finished"]
 PRED_COLUMNS = [*MODEL_COLUMNS, "utt_id", "corpus", "sys_id", "mos", "pred"]
 MEANS = ("weighted", "unweighted")
 SR = 16000
@@ -49,8 +49,8 @@ SR = 16000
 
 def collect(profile: str) -> pd.DataFrame:
     """One row per model run of ``profile`` (the latest finished run per stage and tag) of stages
-    02 (teacher), 04 (students) and 05 (pruned): ``label, kind, size, params, stage, tag, dir,
-    finished``. An empty frame (with these columns) when there is none.
+    02 (teacher), 04 (students) and 05 (pruned): ``label, kind, size, params, best_dev_pcc (the
+    dev PCC of the epoch the run kept; NaN where it trained none), stage, tag, dir, finished``. An empty frame (with these columns) when there is none.
 
     Only runs of one lineage are kept: those that read the reference
     teacher's manifest and, for distilled and pruned models, descend from that teacher
@@ -100,16 +100,22 @@ def _run_row(row: dict) -> dict:
     else:
         label = f"{kind} {size}"
     return {"label": label, "kind": kind, "size": size, "params": _run_params(folder),
-            "stage": row["stage"], "tag": row["tag"], "dir": folder, "finished": row.get("time", "")}
+            "best_dev_pcc": _run_metric(folder, "best_dev_pcc"), "stage": row["stage"], "tag": row["tag"],
+            "dir": folder, "finished": row.get("time", "")}
+
+
+def _run_metric(folder: Path, key: str) -> float | None:
+    """A number of the run's ``metrics.json``, or None when it has none."""
+    m = folder / "metrics.json"
+    value = json.loads(m.read_text()).get(key) if m.is_file() else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _run_params(folder: Path) -> int:
     """Parameter count from the run's ``metrics.json`` (``params``) or else from its model."""
-    m = folder / "metrics.json"
-    if m.is_file():
-        value = json.loads(m.read_text()).get("params")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return int(value)
+    value = _run_metric(folder, "params")
+    if value is not None:
+        return int(value)
     from sqa.models import checkpoint
 
     model, _ = checkpoint.load(folder / "model.safetensors")
