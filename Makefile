@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 # idle OpenMP threads wait passively: spinning ones slow everything else on a small machine
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup setup-score setup-notebooks setup-demo browser demo test reproduce lab bench clean-outputs
+.PHONY: setup setup-score setup-notebooks setup-demo browser voices demo test reproduce lab bench clean-outputs
 
 # What each target installs (pyproject.toml's extras): `setup` everything, for make test and make bench;
 # `setup-score` the core only (sqa score, sqa.load, sqa export --format pt2); `setup-notebooks` the
@@ -33,12 +33,21 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "chromium is not installed: the browser test will be skipped"
 
+# Debian's voices, human speech recordings and codec tools (sqa.synth.voices.DEBIAN_PACKAGES) for the
+# release pool and their tests; installed when missing and root can apt-get, else those tests skip
+voices:
+	@missing=$$(for p in $$($(BIN)/python -c "from sqa.synth.voices import DEBIAN_PACKAGES as P; print(*P)"); do \
+	  dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); [ -z "$$missing" ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } || \
+	  echo "not installed: $$missing (the voices and codecs they provide are skipped)"
+
 # one worker per core; --dist loadscope keeps a module's tests (and its module-scoped fixtures,
 # such as the notebook chain) on one worker; the slowest tests are listed at the end
-test: setup browser
+test: setup browser voices
 	$(BIN)/python -m pytest -q -n auto --dist loadscope --durations=25
 
-reproduce: setup-demo
+reproduce: setup-demo voices
 	$(BIN)/sqa reproduce --profile $(PROFILE)
 
 lab: setup-notebooks
