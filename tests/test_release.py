@@ -138,7 +138,6 @@ def test_engines_take_turns_before_voices():
 def test_human_recordings_are_joined_held_out_by_set_and_unreadable_ones_counted(tmp_path, monkeypatch):
     import soundfile as sf
 
-
     recs = []
     for s, name in enumerate(["alsa", "asterisk-a", "asterisk-b", "asterisk-c"]):
         source = voices.HumanSpeech(name, "pkg", "CC0", "en", "someone", str(tmp_path / name))
