@@ -226,8 +226,30 @@ def release_speed_block(protocol: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_data_block() -> str:
+    f, data = _release()
+    if data is None:
+        return "Not measured yet: `python -m bench.release_models`.\n"
+    b = data["build"]
+    engines: dict[str, int] = {}
+    for v in b["voices"]:
+        engines[v.split("-", 1)[0]] = engines.get(v.split("-", 1)[0], 0) + 1
+    human = {k: n for k, n in b["human_files"].items() if k != "skipped"}
+    pools = {k: v["n_clips"] - v["n_skipped"] for k, v in b["pools"].items()}
+    lines = [f"From the build report in `{f.relative_to(ROOT)}`:", "",
+             f"- voices: {len(b['voices'])} ({', '.join(f'{n} {e}' for e, n in sorted(engines.items()))}); "
+             f"held out: {len(b['heldout_voices'])} ({', '.join(b['heldout_voices'])})",
+             "- clean files from human recordings (4 prompts joined per file): "
+             + ", ".join(f"{k} {n}" for k, n in sorted(human.items()))
+             + f"; {len(b['human_files']['skipped'])} unreadable recording(s) left out",
+             f"- clean files spoken: {b['size']['train_files']} for training, {b['size']['heldout_files']} held out "
+             f"({b['size']['sentences_per_file']} sentences each)",
+             "- pools: " + ", ".join(f"{k} {n:,} clips" for k, n in sorted(pools.items()))]
+    return "\n".join(lines) + "\n"
+
+
 def card_blocks() -> dict[str, str]:
-    return {"release-agreement": release_agreement_block(), "release-families": release_families_block(),
+    return {"release-data": release_data_block(), "release-agreement": release_agreement_block(), "release-families": release_families_block(),
             "release-speed": release_speed_block()}
 
 

@@ -11,7 +11,8 @@ Speed: one 4-s clip at batch 1 on the CPU with 1 and 2 threads, median of repeat
 warm-up (``bench.models.time_calls``); DistillMOS as users run it (``sqa.models.baselines``:
 7.68-s windows), each student as shipped (4-s window).
 
-Writes ``bench/results/release_models.json``.
+Writes ``bench/results/release_models.json`` (with the release build's report: voices, held-out
+voices, human recording files, pool sizes).
 
     python -m bench.release_models
 """
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: PCC {a['pcc']['estimate']:.3f} [{a['pcc']['lo']:.3f}, {a['pcc']['hi']:.3f}], "
               f"{rows[name]['speed']['1']['ms_per_clip']:.1f} ms (1 thread), "
               f"{rows[name]['speedup_vs_distillmos']['1']:.1f}x DistillMOS", flush=True)
-    result = {"machine": machine(), "profile": args.profile, "manifest": str(data.source.name),
+    build = json.loads((data.roots[release_corpus.HELDOUT].parent / "release_report.json").read_text())
+    result = {"machine": machine(), "profile": args.profile, "manifest": str(data.source.name), "build": build,
               "n_test": int(len(test)), "n_boot": N_BOOT, "clip_s": CLIP_S, "models": rows,
               "teacher_test_label_mean": float(np.mean(test["mos"]))}
     atomic.write_json(results_dir() / "release_models.json", result)
