@@ -3,7 +3,8 @@
 For each shipped size, the latest finished ``04_distill`` run of the release profile with that
 size (distilled, no labeled mix) is copied to ``sqa/weights/sqa-<size>.safetensors`` and
 exported to ``sqa-<size>.onnx`` (``sqa.export``, checked against torch); ``models.json`` records
-each file's run, teacher, held-out dev/test agreement with the teacher and SHA-256.
+each file's run, the pseudo-label run it learned from, its held-out dev/test agreement with the
+teacher and the files' SHA-256.
 
     sqa reproduce --profile release        # the pools, the teacher's labels, the students
     python -m sqa.pipeline.ship            # copy + export them into sqa/weights
@@ -49,7 +50,7 @@ def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES) -> d
         onnx = export.export(weights, "onnx", weights.with_suffix(".onnx"))
         params = json.loads((run / "params.json").read_text())
         metrics = json.loads((run / "metrics.json").read_text())
-        record[name] = {"run": paths.portable(run), "teacher_run": params["inputs"].get("pseudo_labels"),
+        record[name] = {"run": paths.portable(run), "pseudo_labels_run": params["inputs"].get("pseudo_labels"),
                         "params": metrics["params"], "best_dev_pcc": metrics["best_dev_pcc"],
                         "test": metrics["test"], "sha256": {"safetensors": export.sha256(weights),
                                                             "onnx": export.sha256(onnx)}}
