@@ -79,6 +79,7 @@ def agreement(model: torch.nn.Module, test: pd.DataFrame, data: stages.StageData
                                                                                  on="utt_id")
     overall = _ci(df.assign(group="all"), "group")["all"]
     per_family = df.assign(family=df["chain"].map(families)).explode("family")
+    per_family["utt_id"] = per_family["utt_id"] + "#" + per_family["family"]  # a clip once per family
     return {"overall": overall, "per_family": _ci(per_family, "family")}
 
 

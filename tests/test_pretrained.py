@@ -168,6 +168,11 @@ def test_every_shipped_file_scores_a_clip(name, runtime, monkeypatch) -> None:
 def test_shipped_onnx_is_the_same_model_as_the_checkpoint(name, monkeypatch) -> None:
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", REAL_WEIGHTS)
     files = [pretrained.path(name, runtime) for runtime in pretrained.SUFFIXES]
-    clips = [speechlike(4.0, 12), speechlike(9.0, 13, snr_db=5)]
-    np.testing.assert_allclose(sqa.load(files[1]).score_many(clips, SR), sqa.load(name).score_many(clips, SR),
-                               atol=1e-4)
+    onnx, torch_model = sqa.load(files[1]), sqa.load(name)
+    clips = [speechlike(4.0, 12, snr_db=40), speechlike(9.0, 13, snr_db=5), speechlike(15.0, 15, snr_db=40)]
+    np.testing.assert_allclose(onnx.score_many(clips, SR), torch_model.score_many(clips, SR), atol=1e-4)
+    # digital silence (half of this clip is exact zeros) makes |X|^0.3 ill-conditioned: the two
+    # runtimes' STFTs differ in the last bits of near-zero bins, which moves the score by up to ~1e-3
+    silent_gaps = speechlike(4.0, 12)
+    assert np.mean(silent_gaps == 0) > 0.4
+    assert abs(onnx.score(silent_gaps, SR) - torch_model.score(silent_gaps, SR)) < 2e-3
