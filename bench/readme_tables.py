@@ -231,9 +231,11 @@ def release_data_block() -> str:
     if data is None:
         return "Not measured yet: `python -m bench.release_models`.\n"
     b = data["build"]
-    engines: dict[str, int] = {}
-    for v in b["voices"]:
-        engines[v.split("-", 1)[0]] = engines.get(v.split("-", 1)[0], 0) + 1
+    from collections import Counter
+
+    from sqa.synth.release_corpus import engine
+
+    engines = Counter(engine(v) for v in b["voices"])
     human = {k: n for k, n in b["human_files"].items() if k != "skipped"}
     pools = {k: v["n_clips"] - v["n_skipped"] for k, v in b["pools"].items()}
     lines = [f"From the build report in `{f.relative_to(ROOT)}`:", "",

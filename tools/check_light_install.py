@@ -4,7 +4,7 @@ score a clip with a shipped student three ways (CLI, Python API, the ONNX file) 
 Kept out of the test suite for its install time (a few minutes). Writes what it ran and saw to
 ``bench/results/light_install.json`` (committed).
 
-    python tools/check_light_install.py [--keep /tmp/sqa-light]
+    python tools/check_light_install.py [--keep build/light-install]
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
               "cli_equals_api": abs(cli_mos - api_mos) <= CLI_ROUNDING, "onnx_within_tolerance": abs(onnx_mos - api_mos) < TOLERANCE,
               "tolerance": TOLERANCE, "heavy_packages_installed": heavy,
               "n_packages": len(freeze.splitlines()), "steps": log}
+    for step in log:  # machine-independent: the work folder and this interpreter by name only
+        for key in ("cmd", "stdout_tail", "stderr_tail"):
+            step[key] = step[key].replace(str(work), "<work>").replace(sys.executable, "python3")
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
     ok = result["cli_equals_api"] and result["onnx_within_tolerance"] and not heavy

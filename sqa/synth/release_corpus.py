@@ -26,11 +26,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from sqa import atomic
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SOURCES, POOL, HELDOUT = "release-sources", "release-pool", "release-heldout"
 TEACHER_LABELS = "teacher_labels.csv"
@@ -93,8 +97,11 @@ def by_engine(voices: list[str], n: int) -> list[str]:
     for v in sorted(voices):
         groups.setdefault(engine(v), []).append(v)
     engines = sorted(groups)
-    return [groups[engines[i % len(engines)]][(i // len(engines)) % len(groups[engines[i % len(engines)]])]
-            for i in range(n)]
+    picked = []
+    for i in range(n):
+        group = groups[engines[i % len(engines)]]
+        picked.append(group[(i // len(engines)) % len(group)])
+    return picked
 
 
 def plan(voice_names: list[str], size: Size, seed: int) -> pd.DataFrame:
@@ -227,7 +234,7 @@ def build(data: Path | str, seed: int = 0, n_jobs: int | None = None, progress: 
     return report
 
 
-def teacher() -> "object":
+def teacher() -> "nn.Module":
     """The release teacher: the released DistillMOS v7 as shipped (7.68-s windows)."""
     from sqa.models import student
 
