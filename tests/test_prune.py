@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from sqa import paths
 from sqa.models import checkpoint, count_params
 from sqa.models.student import ConvTransformerSQA, preset
 from sqa.models.teacher import TeacherConfig, XlsrTeacher, tiny_backbone
@@ -251,15 +252,27 @@ def test_units_figure_and_stage_settings():
     assert pruner.settings("demo", {"size": "2M"})["size"] == "2M"
 
 
-def test_stage_helpers_find_pseudo_labels(outputs, tmp_path):
+def test_finetune_plan_says_what_the_pruned_model_learns_from(outputs, tmp_path):
     from sqa.pipeline import runs
 
     run = runs.Run("smoke", "05_prune", "t", tmp_path / "run", {})
     run.dir.mkdir()
-    folder, note = pruner.finetune_source(run, "smoke", "")
-    assert folder is None and "labeled train split only" in note
+    folder, mode, note = pruner.finetune_plan(run, "smoke", "", "pool", 0.2)
+    assert folder is None and mode == "labeled-only" and "labeled train split only" in note
     with pytest.raises(FileNotFoundError, match="neither a folder nor a tag"):
-        pruner.finetune_source(run, "smoke", "no-such-run")
+        pruner.finetune_plan(run, "smoke", "no-such-run", "pool", 0.2)
+    with pytest.raises(ValueError, match="finetune_on='both'"):
+        pruner.finetune_plan(run, "smoke", "", "both", 0.2)
+    pseudo = outputs / "smoke" / "03_pseudo_labels" / "p"
+    (pseudo / "pseudo").mkdir(parents=True)
+    (pseudo / "pseudo" / "pseudo_labels.parquet").write_bytes(b"")
+    assert pruner.finetune_plan(run, "smoke", str(pseudo), "labeled", 0.2) == (
+        None, "labeled-only", "fine-tuning on the labeled train split only (finetune_on='labeled')")
+    assert "pseudo_labels" not in run.inputs
+    folder, mode, note = pruner.finetune_plan(run, "smoke", str(pseudo), "pool", 0.2)
+    assert folder == pseudo and mode == "distill" and note.endswith("with 20% labeled train clips in every batch")
+    assert run.inputs["pseudo_labels"] == paths.portable(pseudo)
+    assert pruner.finetune_plan(run, "smoke", str(pseudo), "pool", 0.0)[2].endswith("alone (labeled_mix 0)")
 
 
 def test_inference_ms_times_a_clip_and_leaves_the_model_as_it_was():

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,23 @@ def test_clip_dataset_crops_are_seeded_by_seed_epoch_index(corpus):
     item = dev[0]
     assert item["index"] == 0 and item["corpus"] == "synth"
     assert item["target"].item() == pytest.approx(pd.read_csv(corpus / "dev.csv")["mos"][0], abs=1e-5)
+
+
+def test_clip_dataset_pads_short_clips_at_the_end_as_scoring_does(corpus):
+    from sqa.models.student import ConvTransformerSQA, preset
+
+    df = pd.read_csv(corpus / "train.csv")
+    window = 7000  # longer than every clip (2500..6000 samples)
+    model = ConvTransformerSQA(replace(preset("10k"), window_samples=window)).eval()
+    for crop in ("random", "center"):
+        ds = ClipDataset(df, {"synth": corpus}, window=window, crop=crop, progress=False)
+        for epoch in (0, 1):
+            ds.set_epoch(epoch, seed=0)
+            full = torch.from_numpy(audio.load(ds.paths[2]))
+            wave = ds[2]["wave"]
+            assert torch.equal(wave[: len(full)], full) and torch.all(wave[len(full):] == 0)
+            with torch.no_grad():  # the training input of a short clip is what scoring the clip sees
+                assert torch.allclose(model.forward_window(wave[None]), model(full[None]), atol=1e-6)
 
 
 def test_clip_dataset_full_clips_collate_with_padding(corpus):

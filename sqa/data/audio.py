@@ -10,7 +10,8 @@ Policies (each one tested in ``tests/test_audio.py``):
 - **Resampling** uses ``torchaudio.functional.resample`` with its defaults (windowed sinc); torch is
   imported only when the file's rate differs from the target. Long files are resampled block by
   block with enough context on both sides of each block that the result equals resampling the
-  whole signal at once (up to float rounding).
+  whole signal at once (up to float rounding). The synthesis chains (TTS voices, codec rates)
+  use :func:`resample_poly` instead, which their built corpora's bytes depend on.
 - **Memory**: files are always decoded block by block (``BLOCK_SECONDS``), so ``load`` needs the
   output array plus one decoded block, and ``iter_blocks`` needs one block, however long the file
   (plus torch's temporary convolution buffers for that block, a few times its size).
@@ -401,6 +402,18 @@ def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 
     with torch.inference_mode():
         return torchaudio.functional.resample(torch.from_numpy(x), sr, target_sr).numpy()
+
+
+def resample_poly(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """``x`` from ``sr`` to ``target_sr`` Hz as float64 by polyphase filtering (scipy's
+    ``resample_poly`` at the reduced ratio): the synthesis chains' resampler (TTS voices, codec
+    rates), kept apart from :func:`resample` so that built corpora stay byte-identical."""
+    from fractions import Fraction
+
+    from scipy import signal
+
+    ratio = Fraction(target_sr, sr)
+    return signal.resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator)
 
 
 def _raise_nonfinite(path: Path, f: sf.SoundFile, frames: int, start: int, block: int) -> None:

@@ -9,7 +9,10 @@ Crops (``window`` samples):
   ``(seed, epoch, index)``; :meth:`ClipDataset.set_epoch` sets seed and epoch (the training loop
   calls it each epoch). A crop depends only on those three numbers, never on the order items are
   read in or on which DataLoader worker reads them, so a resumed run repeats it exactly.
-- ``"center"`` (evaluation): the middle ``window`` samples (shorter clips are zero-padded).
+- ``"center"`` (evaluation): the middle ``window`` samples.
+- A clip shorter than ``window`` is zero-padded at its end in both modes, exactly as the models pad
+  a short clip when they score it (and as a teacher's pseudo-labels were made), so training sees
+  the input that scoring sees.
 - ``None``: the full clip; :func:`collate` zero-pads a batch to its longest clip.
 
 Memory: ``preload="auto"`` (what the stages use) reads every clip into memory only when the
@@ -148,7 +151,9 @@ class ClipDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
         x = self._cache[i] if self._cache is not None else self._read(i)
-        if self.crop == "random":
+        if self.crop is not None and len(x) < self.window:
+            x = audio.crop_or_pad(x, self.window, "start")
+        elif self.crop == "random":
             rng = np.random.default_rng((self.seed, self.epoch, i))
             x = audio.crop_or_pad(x, self.window, "random", rng)
         elif self.crop == "center":

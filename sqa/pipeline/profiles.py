@@ -116,7 +116,7 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
                   "window_s": 7.68, "labeled_mix": 0.2, "timing_repeats": 0},
         "release": {"size": "1M", "method": "taylor", "calibration_clips": 32, "steps": 3, "finetune_epochs": 2,
                     "recover_steps": 4, "gate_steps": 40, "recover_lr": 1e-4, "lr": 3e-4, "batch_size": 16,
-                    "window_s": 4.0, "labeled_mix": 0.0, "timing_repeats": 5},
+                    "window_s": 7.68, "labeled_mix": 0.0, "timing_repeats": 5},
     },
 }
 

@@ -21,13 +21,13 @@ import shutil
 import subprocess
 import warnings
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
 from sqa import extras
+from sqa.data.audio import resample_poly
 from sqa.synth.codec_tools import TOOL_CODECS, ToolCodec, tool_commands, tools_present
 
 __all__ = [
@@ -191,24 +191,17 @@ def _run(cmd: list[str], data: bytes, what: str) -> bytes:
     return proc.stdout
 
 
-def _resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    ratio = Fraction(target_sr, sr)
-    if ratio == 1:
-        return np.asarray(x, dtype=np.float64)
-    return signal.resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator)
-
-
 def _tool_roundtrip(x: np.ndarray, sr: int, spec: ToolCodec, kbps: float) -> np.ndarray:
     """Encode + decode with the codec's programs, as 16-bit PCM at its rate; float32 at ``sr``."""
     enc_cmd, dec_cmd = tool_commands(spec, kbps)
-    padded = np.concatenate([_resample(x, sr, spec.rate), np.zeros(round(spec.pad_s * spec.rate))])
+    padded = np.concatenate([resample_poly(x, sr, spec.rate), np.zeros(round(spec.pad_s * spec.rate))])
     pcm = np.round(np.clip(padded, -1.0, 32767 / 32768) * 32768).astype("<i2")
     enc = _run(enc_cmd, pcm.tobytes(), f"encoding {spec.name} at {kbps} kb/s")
     dec = _run(dec_cmd, enc, f"decoding {spec.name} at {kbps} kb/s")
     y = np.frombuffer(dec[: len(dec) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0
     if y.size == 0:
         raise CodecError(f"{Path(dec_cmd[0]).name} returned no audio while decoding {spec.name} at {kbps} kb/s")
-    return _resample(y, spec.rate, sr).astype(np.float32)
+    return resample_poly(y, spec.rate, sr).astype(np.float32)
 
 
 def _raw_roundtrip(x: np.ndarray, sr: int, spec: CodecSpec | ToolCodec, kbps: float) -> np.ndarray:

@@ -32,13 +32,13 @@ import hashlib
 import math
 import numbers
 import threading
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sqa import extras
+from sqa.data.audio import resample_poly
 
 SAMPLE_RATE = 16000
 DEFAULT_NOISE_SCALE = 0.667
@@ -108,7 +108,7 @@ class Voice:
             ids = piper.phonemes_to_ids(phonemes)
             entropy = [int(seed), *map(int, text_key), index]
             parts.append(self._run(ids, length_scale, noise_scale, noise_w, entropy, text))
-        audio = _resample(np.concatenate(parts), shifted, SAMPLE_RATE)
+        audio = resample_poly(np.concatenate(parts), shifted, SAMPLE_RATE)
         return _set_level(audio, level_db, text)
 
     def _load(self) -> Any:
@@ -275,13 +275,6 @@ def _noise_from_input(node: Any, source: str) -> list[Any]:
         helper.make_node("Reshape", [name("flat"), name("btc")], [name("frames")], name=name("frames")),
         helper.make_node("Transpose", [name("frames")], [node.output[0]], name=name("transpose"), perm=[0, 2, 1]),
     ]
-
-
-def _resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(target_sr, sr)
-    return resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator)
 
 
 def _set_level(x: np.ndarray, level_db: float, text: str) -> np.ndarray:

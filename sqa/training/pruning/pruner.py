@@ -261,23 +261,31 @@ def inference_ms(model: "nn.Module", seconds: float = 4.0, threads: int = 1, rep
 # ---------------------------------------------------------------- stage helpers
 
 
-def finetune_source(run: runs.Run, profile: str, given: str) -> tuple[Path | None, str]:
-    """The stage-03 run whose pseudo-labels the pruned model is fine-tuned on (recorded as an
-    input of ``run``) and a sentence saying what fine-tuning will use. ``given`` must exist;
-    empty: the latest run if there is one, else None (labeled train split only)."""
+def finetune_plan(run: runs.Run, profile: str, given: str, finetune_on: str,
+                  labeled_mix: float) -> tuple[Path | None, str, str]:
+    """How the pruned model is fine-tuned: the stage-03 run whose pseudo-labels it learns from
+    (recorded as an input of ``run``; None when it learns from the labeled train split only),
+    the ``fit_student`` mode, and a sentence saying so. ``finetune_on="pool"``: the run ``given``
+    (must exist) or, empty, the latest one if there is one; ``"labeled"``: no pseudo-labels."""
+    if finetune_on not in ("pool", "labeled"):
+        raise ValueError(f"finetune_on={finetune_on!r}: use 'pool' or 'labeled'")
+    if finetune_on == "labeled":
+        return None, "labeled-only", "fine-tuning on the labeled train split only (finetune_on='labeled')"
     if given:
         folder = runs.resolve_input(profile, "03_pseudo_labels", given)
     else:
         try:
             folder = runs.latest(profile, "03_pseudo_labels")
         except FileNotFoundError:
-            return None, (f"no finished 03_pseudo_labels run for profile {profile!r}: "
-                          "fine-tuning on the labeled train split only")
+            return None, "labeled-only", (f"no finished 03_pseudo_labels run for profile {profile!r}: "
+                                          "fine-tuning on the labeled train split only")
     labels = folder / "pseudo" / "pseudo_labels.parquet"
     if not labels.is_file():
         raise FileNotFoundError(f"pseudo-label run {folder} has no {labels.relative_to(folder)}")
     run.use_input("pseudo_labels", folder)
-    return folder, f"fine-tuning on the pseudo-labels of {folder} plus a share of labeled train clips"
+    share = (f"with {labeled_mix:.0%} labeled train clips in every batch" if labeled_mix > 0
+             else "alone (labeled_mix 0)")
+    return folder, "distill", f"fine-tuning on the pseudo-labels of {folder} {share}"
 
 
 def calibration_pool(data) -> pd.DataFrame:
