@@ -3,8 +3,8 @@
 Every module of ``bench/`` with a ``main`` function is a benchmark, except the helpers
 (``common``, ``table``). Each runs in its own Python process with default arguments, so that
 thread pools, memory and environment settings made before torch loads start fresh for each.
-Slow ones (minutes, and reading the demo runs ``make demo`` made: ``demo_corpus``, ``distill``,
-``pruned_vs_distilled``) run only with ``--all``.
+Slow ones (minutes to hours, some reading the runs ``make demo`` or ``sqa reproduce --profile
+release`` made: ``SLOW``) run only with ``--all``.
 
     python -m bench [--all] [--only NAME ...] [--list]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
 SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite", "gpu", "lazy_memory",
-        "score_memory")
+        "score_memory", "release_models", "release_scaling")
 
 
 def benchmarks() -> list[str]:

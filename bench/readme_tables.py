@@ -8,7 +8,8 @@ Each table sits in README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NA
 - ``models``: architecture presets and baselines (``bench/results/models.json``).
 
 The model card, ``docs/models.md``, has its own blocks (``release-*``: the shipped students'
-agreement with their teacher and speed, from ``bench/results/release_models.json``).
+agreement with their teacher and speed, from ``bench/results/release_models.json``; the agreement
+against the pool's size, from ``bench/results/release_scaling.json``).
 
     python -m bench.readme_tables                                     # rewrite the README tables
     python -m bench.readme_tables --check                             # exit 1 if the README is stale
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import sys
@@ -250,9 +252,30 @@ def release_data_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_scaling_block() -> str:
+    """The 250k release student's agreement against the size of its pseudo-labeled pool."""
+    f = BENCH / "release_scaling.json"
+    if not f.is_file():
+        return "Not measured yet: `python -m bench.release_scaling`.\n"
+    data = json.loads(f.read_text())
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_scaling`): the {data['size']} student "
+             f"distilled by stage 04's recipe on random subsets of the {data['pool_clips']:,}-clip pool, PCC with "
+             f"the teacher on the {data['n_test']} held-out test clips (95 % CIs as above).", "",
+             "| pool clips | seeds | PCC, mean ± SD over seeds | PCC per seed [95 % CI] |", "|---|---|---|---|"]
+    for n, row in data["by_clips"].items():
+        points = [p for p in data["points"] if str(p["clips"]) == n]
+        sd = f" ± {row['pcc_sd']:.3f}" if row["pcc_sd"] is not None else ""
+        lines.append(f"| {int(n):,} | {row['seeds']} | {row['pcc_mean']:.3f}{sd} | "
+                     + "; ".join(_ci(p["pcc"]) for p in points) + " |")
+    (n0, first), (n1, last) = list(data["by_clips"].items())[0], list(data["by_clips"].items())[-1]
+    gain = (last["pcc_mean"] - first["pcc_mean"]) / math.log2(int(n1) / int(n0))
+    lines += ["", f"From {int(n0):,} to {int(n1):,} clips the mean PCC rose by {gain:+.3f} per doubling of the pool."]
+    return "\n".join(lines) + "\n"
+
+
 def card_blocks() -> dict[str, str]:
     return {"release-data": release_data_block(), "release-agreement": release_agreement_block(), "release-families": release_families_block(),
-            "release-speed": release_speed_block()}
+            "release-speed": release_speed_block(), "release-scaling": release_scaling_block()}
 
 
 def blocks() -> dict[str, str]:

@@ -52,8 +52,9 @@ def families(chain: str) -> list[str]:
     return sorted({s.family for s in steps}) or ["clean"]
 
 
-def heldout_test(profile: str = "release") -> tuple[pd.DataFrame, stages.StageData]:
-    data = stages.load_data(profile)
+def heldout_test(profile: str = "release", manifest_run: str = "") -> tuple[pd.DataFrame, stages.StageData]:
+    """The held-out test clips of the latest (or the named) stage-01 run, and its stage data."""
+    data = stages.load_data(profile, manifest_run)
     test = data.split("test")
     test = test[test["corpus"] == release_corpus.HELDOUT].reset_index(drop=True)
     if test.empty:

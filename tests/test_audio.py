@@ -420,3 +420,14 @@ def test_any_decoder_exception_names_the_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(audio, "_read", boom)
     with pytest.raises(audio.AudioError, match=r"a.wav: cannot decode \(MemoryError: decoder ran out\)"):
         audio.load(tmp_path / "a.wav")
+
+
+def test_resample_poly_is_scipys_polyphase_filter_at_the_reduced_ratio() -> None:
+    from scipy import signal
+
+    x = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
+    y = audio.resample_poly(x, 22050, 16000)
+    assert y.dtype == np.float64 and len(y) == 16000
+    assert np.array_equal(y, signal.resample_poly(x.astype(np.float64), 320, 441))  # 16000/22050 reduced
+    same = audio.resample_poly(x, 8000, 8000)
+    assert same.dtype == np.float64 and np.array_equal(same, x) and not np.shares_memory(same, x)

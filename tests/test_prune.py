@@ -270,7 +270,7 @@ def test_finetune_plan_says_what_the_pruned_model_learns_from(outputs, tmp_path)
         None, "labeled-only", "fine-tuning on the labeled train split only (finetune_on='labeled')")
     assert "pseudo_labels" not in run.inputs
     folder, mode, note = pruner.finetune_plan(run, "smoke", str(pseudo), "pool", 0.2)
-    assert folder == pseudo and mode == "distill" and note.endswith("with 20% labeled train clips in every batch")
+    assert folder == pseudo and mode == "distill" and note.endswith("mixed with labeled train clips (labeled_mix 0.2 of every batch)")
     assert run.inputs["pseudo_labels"] == paths.portable(pseudo)
     assert pruner.finetune_plan(run, "smoke", str(pseudo), "pool", 0.0)[2].endswith("alone (labeled_mix 0)")
 

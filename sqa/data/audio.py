@@ -448,6 +448,8 @@ __all__ = [
     "iter_blocks",
     "iter_segments",
     "load",
+    "resample",
+    "resample_poly",
     "save",
     "segment",
 ]

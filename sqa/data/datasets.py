@@ -10,9 +10,9 @@ Crops (``window`` samples):
   calls it each epoch). A crop depends only on those three numbers, never on the order items are
   read in or on which DataLoader worker reads them, so a resumed run repeats it exactly.
 - ``"center"`` (evaluation): the middle ``window`` samples.
-- A clip shorter than ``window`` is zero-padded at its end in both modes, exactly as the models pad
-  a short clip when they score it (and as a teacher's pseudo-labels were made), so training sees
-  the input that scoring sees.
+- A clip shorter than ``window`` is zero-padded at its end in both modes, as the models sqa trains
+  (students, DistillMOS, XLS-R teachers) pad a short clip when they score it, so training sees
+  the input that scoring (and pseudo-labeling) sees.
 - ``None``: the full clip; :func:`collate` zero-pads a batch to its longest clip.
 
 Memory: ``preload="auto"`` (what the stages use) reads every clip into memory only when the

@@ -283,7 +283,7 @@ def finetune_plan(run: runs.Run, profile: str, given: str, finetune_on: str,
     if not labels.is_file():
         raise FileNotFoundError(f"pseudo-label run {folder} has no {labels.relative_to(folder)}")
     run.use_input("pseudo_labels", folder)
-    share = (f"with {labeled_mix:.0%} labeled train clips in every batch" if labeled_mix > 0
+    share = (f"mixed with labeled train clips (labeled_mix {labeled_mix:g} of every batch)" if labeled_mix > 0
              else "alone (labeled_mix 0)")
     return folder, "distill", f"fine-tuning on the pseudo-labels of {folder} {share}"
 
