@@ -115,10 +115,9 @@ def models_block() -> str:
 
 
 def demo_e2e_block() -> str:
-    f = BENCH / "demo_e2e.json"
-    if not f.is_file():
-        return "Not measured yet: `python -m bench.demo_e2e`.\n"
-    data = json.loads(f.read_text())
+    f, data = _bench("demo_e2e")
+    if data is None:
+        return _unmeasured("demo_e2e")
     lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.demo_e2e`; {data['machine']['cores']} cores, "
              f"1-min load {data['load_avg_1min_before']:.1f} before the run).", "",
              "| stage run | wall (m:ss) |", "|---|---|"]
@@ -137,10 +136,9 @@ def demo_e2e_block() -> str:
 
 
 def test_suite_block() -> str:
-    f = BENCH / "test_suite.json"
-    if not f.is_file():
-        return "Not measured yet: `python -m bench.test_suite`.\n"
-    data = json.loads(f.read_text())
+    f, data = _bench("test_suite")
+    if data is None:
+        return _unmeasured("test_suite")
     counts = ", ".join(f"{n} {k}" for k, n in data["outcome"].items())
     return (f"`make test` took **{clock(data['wall_s'])}** ({counts}; {data['machine']['cores']} cores, 1-min "
             f"load {data['load_avg_1min_before']:.1f} before the run) — from `{f.relative_to(ROOT)}` "
@@ -177,15 +175,20 @@ def _ci(m: dict) -> str:
     return f"{m['estimate']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
-def _release() -> tuple[Path, dict | None]:
-    f = BENCH / "release_models.json"
+def _bench(name: str) -> tuple[Path, dict | None]:
+    """``bench/results/<name>.json`` and its content (None when the benchmark has not run)."""
+    f = BENCH / f"{name}.json"
     return f, json.loads(f.read_text()) if f.is_file() else None
 
 
+def _unmeasured(name: str) -> str:
+    return f"Not measured yet: `python -m bench.{name}`.\n"
+
+
 def release_agreement_block() -> str:
-    f, data = _release()
+    f, data = _bench("release_models")
     if data is None:
-        return "Not measured yet: `python -m bench.release_models`.\n"
+        return _unmeasured("release_models")
     lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_models`): {data['n_test']} held-out test "
              f"clips, 95 % bootstrap CIs over whole clean files and conditions ({data['n_boot']} resamples).", "",
              "| model | params | PCC | SRCC | RMSE |", "|---|---|---|---|---|"]
@@ -197,9 +200,9 @@ def release_agreement_block() -> str:
 
 
 def release_families_block() -> str:
-    f, data = _release()
+    f, data = _bench("release_models")
     if data is None:
-        return "Not measured yet: `python -m bench.release_models`.\n"
+        return _unmeasured("release_models")
     students = [n for n, m in data["models"].items() if "agreement" in m]
     families = sorted({fam for n in students for fam in data["models"][n]["agreement"]["per_family"]})
     lines = ["PCC with the teacher per degradation family (a clip counts in every family of its chain), 95 % CIs:",
@@ -213,9 +216,9 @@ def release_families_block() -> str:
 def release_speed_block(protocol: bool = True) -> str:
     """The shipped students' speed against DistillMOS (``protocol``: say how it was timed, for a
     document that does not state the protocol elsewhere)."""
-    f, data = _release()
+    f, data = _bench("release_models")
     if data is None:
-        return "Not measured yet: `python -m bench.release_models`.\n"
+        return _unmeasured("release_models")
     how = f"Speed: {SPEED_PROTOCOL}" if protocol else "Speed"
     lines = [f"{how}; {data['machine']['cores']} cores, from `{f.relative_to(ROOT)}`.", "",
              "| model | params | ms per clip, 1 / 2 threads | faster than DistillMOS, 1 / 2 threads |",
@@ -229,9 +232,9 @@ def release_speed_block(protocol: bool = True) -> str:
 
 
 def release_data_block() -> str:
-    f, data = _release()
+    f, data = _bench("release_models")
     if data is None:
-        return "Not measured yet: `python -m bench.release_models`.\n"
+        return _unmeasured("release_models")
     b = data["build"]
     from collections import Counter
 
@@ -254,10 +257,9 @@ def release_data_block() -> str:
 
 def release_scaling_block() -> str:
     """The 250k release student's agreement against the size of its pseudo-labeled pool."""
-    f = BENCH / "release_scaling.json"
-    if not f.is_file():
-        return "Not measured yet: `python -m bench.release_scaling`.\n"
-    data = json.loads(f.read_text())
+    f, data = _bench("release_scaling")
+    if data is None:
+        return _unmeasured("release_scaling")
     lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_scaling`): the {data['size']} student "
              f"distilled by stage 04's recipe on random subsets of the {data['pool_clips']:,}-clip pool, PCC with "
              f"the teacher on the {data['n_test']} held-out test clips (95 % CIs as above).", "",
