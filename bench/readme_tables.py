@@ -9,7 +9,8 @@ Each table sits in README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NA
 
 The model card, ``docs/models.md``, has its own blocks (``release-*``: the shipped students'
 agreement with their teacher and speed, from ``bench/results/release_models.json``; the agreement
-against the pool's size, from ``bench/results/release_scaling.json``).
+against the pool's size, from ``bench/results/release_scaling.json``; the ensemble teacher against
+them, from ``bench/results/release_teachers.json``).
 
     python -m bench.readme_tables                                     # rewrite the README tables
     python -m bench.readme_tables --check                             # exit 1 if the README is stale
@@ -175,6 +176,11 @@ def _ci(m: dict) -> str:
     return f"{m['estimate']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
 
+def _metric_cis(agreement: dict) -> str:
+    """PCC, SRCC and RMSE with their CIs as three table cells."""
+    return " | ".join(_ci(agreement[m]) for m in ("pcc", "srcc", "rmse"))
+
+
 def _bench(name: str) -> tuple[Path, dict | None]:
     """``bench/results/<name>.json`` and its content (None when the benchmark has not run)."""
     f = BENCH / f"{name}.json"
@@ -195,7 +201,7 @@ def release_agreement_block() -> str:
     for name, m in data["models"].items():
         if "agreement" in m:
             a = m["agreement"]["overall"]
-            lines.append(f"| {name} | {_count(m['params'])} | {_ci(a['pcc'])} | {_ci(a['srcc'])} | {_ci(a['rmse'])} |")
+            lines.append(f"| {name} | {_count(m['params'])} | {_metric_cis(a)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,9 +281,24 @@ def release_scaling_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_teachers_block() -> str:
+    """The ensemble teacher against DistillMOS and the shipped students on the held-out test clips."""
+    f, data = _bench("release_teachers")
+    if data is None:
+        return _unmeasured("release_teachers")
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_teachers`): agreement with the ensemble "
+             f"({', '.join(data['ensemble_members'])}; unweighted mean) on the {data['n_test']} held-out test clips, "
+             "95 % CIs as above.", "", "| model | PCC | SRCC | RMSE |", "|---|---|---|---|"]
+    for name, m in data["models"].items():
+        a = m["agreement"]["overall"]
+        lines.append(f"| {name} | {_metric_cis(a)} |")
+    return "\n".join(lines) + "\n"
+
+
 def card_blocks() -> dict[str, str]:
     return {"release-data": release_data_block(), "release-agreement": release_agreement_block(), "release-families": release_families_block(),
-            "release-speed": release_speed_block(), "release-scaling": release_scaling_block()}
+            "release-speed": release_speed_block(), "release-scaling": release_scaling_block(),
+            "release-teachers": release_teachers_block()}
 
 
 def blocks() -> dict[str, str]:
