@@ -275,7 +275,8 @@ def release_scaling_block() -> str:
         sd = f" ± {row['pcc_sd']:.3f}" if row["pcc_sd"] is not None else ""
         lines.append(f"| {int(n):,} | {row['seeds']} | {row['pcc_mean']:.3f}{sd} | "
                      + "; ".join(_ci(p["pcc"]) for p in points) + " |")
-    (n0, first), (n1, last) = list(data["by_clips"].items())[0], list(data["by_clips"].items())[-1]
+    sizes = list(data["by_clips"].items())
+    (n0, first), (n1, last) = sizes[0], sizes[-1]
     gain = (last["pcc_mean"] - first["pcc_mean"]) / math.log2(int(n1) / int(n0))
     lines += ["", f"From {int(n0):,} to {int(n1):,} clips the mean PCC rose by {gain:+.3f} per doubling of the pool."]
     return "\n".join(lines) + "\n"
@@ -296,9 +297,9 @@ def release_teachers_block() -> str:
 
 
 def card_blocks() -> dict[str, str]:
-    return {"release-data": release_data_block(), "release-agreement": release_agreement_block(), "release-families": release_families_block(),
-            "release-speed": release_speed_block(), "release-scaling": release_scaling_block(),
-            "release-teachers": release_teachers_block()}
+    return {"release-data": release_data_block(), "release-agreement": release_agreement_block(),
+            "release-families": release_families_block(), "release-speed": release_speed_block(),
+            "release-scaling": release_scaling_block(), "release-teachers": release_teachers_block()}
 
 
 def blocks() -> dict[str, str]:

@@ -50,7 +50,8 @@ SR = 16000
 def collect(profile: str) -> pd.DataFrame:
     """One row per model run of ``profile`` (the latest finished run per stage and tag) of stages
     02 (teacher), 04 (students) and 05 (pruned): ``label, kind, size, params, best_dev_pcc (the
-    dev PCC of the epoch the run kept; NaN where it trained none), stage, tag, dir, finished``. An empty frame (with these columns) when there is none.
+    dev PCC of the epoch the run kept; NaN where it trained none), stage, tag, dir, finished``.
+    An empty frame (with these columns) when there is none.
 
     Only runs of one lineage are kept: those that read the reference
     teacher's manifest and, for distilled and pruned models, descend from that teacher
