@@ -3,10 +3,10 @@
 The shipped students learned from the released DistillMOS. The alternative teacher is the
 ensemble (:class:`sqa.models.ensemble.EnsembleTeacher`: the unweighted mean of DistillMOS,
 DNSMOS P.808, DNSMOS P.835 OVRL and the MFCC-SQA head, a rule fixed in advance). The ensemble
-scores the release profile's held-out test clips through the labeling engine (resumable, kept in
-``outputs/release/bench/ensemble_heldout``); then, with the clustered bootstrap CIs of
-:mod:`bench.release_models`, this reports how the two teachers agree and how every shipped student
-agrees with the ensemble it never saw.
+scores the release profile's held-out test clips through the labeling engine, placed as stage 03
+places it (resumable, kept in ``outputs/release/bench/ensemble_heldout``); then, with the
+clustered bootstrap CIs of :mod:`bench.release_models`, this reports how the two teachers agree
+and how every shipped student agrees with the ensemble it never saw.
 
 Writes ``bench/results/release_teachers.json``.
 
@@ -26,7 +26,7 @@ import json  # noqa: E402
 from sqa import atomic, paths, pretrained  # noqa: E402
 from sqa.models import checkpoint  # noqa: E402
 from sqa.models.ensemble import EnsembleTeacher  # noqa: E402
-from sqa.training.pseudo_labels import pseudo_label  # noqa: E402
+from sqa.training.pseudo_labels import placement, pseudo_label  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
 from .release_models import _ci, agreement, heldout_test  # noqa: E402
@@ -36,13 +36,14 @@ PROFILE = "release"
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=0, help="scoring processes; 0: one per CPU core on the "
+                        "CPU, one per GPU on GPUs (as stage 03 places them)")
     args = parser.parse_args(argv)
     test, data = heldout_test(PROFILE)
     ensemble = EnsembleTeacher()
     out = paths.profile_dir(PROFILE) / "bench" / "ensemble_heldout"
-    result = pseudo_label(ensemble, test, data.roots, out, batch_size=4, shard_size=32, device="cpu",
-                          num_workers=args.workers)
+    result = pseudo_label(ensemble, test, data.roots, out, batch_size=4, shard_size=32,
+                          **placement("auto", args.workers))
     if result.n_failed:
         raise SystemExit(f"the ensemble failed on {result.n_failed} held-out clips: {result.failures}")
     scores = result.labels.set_index("utt_id")["pseudo_mos"]
