@@ -332,6 +332,21 @@ def test_collect_leaves_out_runs_of_another_manifest(outputs):
     assert all("read manifest" in r for r in dropped["reason"])
 
 
+def test_pruning_that_fine_tunes_on_labeled_clips_does_not_depend_on_the_pool(outputs):
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+
+    def prune(finetune_on: str) -> runs.Run:
+        return runs.start("05_prune", {"profile": "smoke", "finetune_on": finetune_on}, tag=("size", "method", "seed"))
+
+    labeled, pooled = prune("labeled"), prune("pool")
+    assert labeled.identity_record["inputs"]["pseudo_run"] is None
+    assert pooled.identity_record["inputs"]["pseudo_run"] == runs.run_identity(runs.latest("smoke", "03_pseudo_labels"))
+    _chain(teacher_seed=1)  # a new teacher and pool
+    assert prune("labeled").identity_record["inputs"]["pseudo_run"] is None
+    assert prune("pool").identity != pooled.identity
+
+
 def test_an_input_that_changes_after_start_is_refused(outputs):
     _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
     first = runs.start("02_teacher", {"profile": "smoke"}, tag=("teacher", "seed"))
