@@ -90,6 +90,11 @@ class Run:
             "identity": self.identity, "identity_record": self.identity_record,
             "input_identities": self.input_identities})
 
+    def readers(self) -> list[str]:
+        """The folders of finished runs that read this run (their records name it as an input)."""
+        me = paths.portable(self.dir)
+        return [r["dir"] for r in registry(self.profile) if me in (r.get("inputs") or {}).values()]
+
     def finish(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` and register the run; returns the metrics file."""
         out = atomic.write_json(self.dir / "metrics.json", dict(metrics))
