@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from sqa import atomic, extras
+from sqa import atomic, extras, paths
 from sqa.data.audio import iter_segments
 from sqa.models import count_params
 
@@ -57,6 +57,9 @@ if TYPE_CHECKING:
     import torch
 
 FORMATS = ("onnx", "pt2")
+#: node metadata the exporter adds and :func:`_onnx_fp32` removes, so that a file does not depend on
+#: where the code sits (the other metadata, module and fx-node names, stays)
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
 OPSET = 18  # the lowest opset the dynamo-based ONNX exporter translates to (older ones need a converter that fails)
 CHECK_TOLERANCE = 1e-3  # max |MOS diff| from PyTorch accepted by the check after a float32 export
 INT8_TOLERANCE_MOS = 0.1  # documented int8 accuracy: |int8 - float32| below this on typical inputs
@@ -199,6 +202,12 @@ def _onnx_fp32(model: "torch.nn.Module", path: Path, window: Window, opset: int)
         torch.onnx.export(_window_module(model), (_example(window, 2),), str(path), dynamo=True,
                           external_data=False, opset_version=opset, input_names=["wave"], output_names=["mos"],
                           dynamic_shapes=_batch_dim(), verbose=False)
+    graph = onnx.load(str(path))
+    for node in graph.graph.node:  # Python stack traces: this machine's file paths and line numbers
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(graph, str(path))
     onnx.checker.check_model(str(path))
 
 
@@ -351,7 +360,7 @@ def export(source: Path | str, fmt: str = "onnx", out: Path | str | None = None,
             raise ExportError(f"--out {err}") from None
     model, meta, path = load_source(path)
     window = window_for(model, window_s)
-    meta = {**meta, "source": str(path), "source_sha256": sha256(path)}
+    meta = {**meta, "source": paths.portable(path), "source_sha256": sha256(path)}
     return export_model(model, out, fmt, int8=int8, window=window, meta=meta, opset=opset)
 
 

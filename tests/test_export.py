@@ -132,6 +132,19 @@ def test_onnx_comes_from_the_current_exporter(small_onnx) -> None:
     assert "Conv" in ops and "STFT" not in ops and "DFT" not in ops
 
 
+def test_onnx_file_does_not_name_this_machines_folders(small_onnx) -> None:
+    """The exporter's per-node stack traces (file paths, line numbers) are dropped: a shipped file
+    is the same wherever the checkout sits; the module names of each node stay."""
+    import onnx
+
+    from sqa import paths
+
+    graph = onnx.load(str(small_onnx))
+    keys = {p.key for n in graph.graph.node for p in n.metadata_props}
+    assert export.STACK_TRACE_KEY not in keys and "pkg.torch.onnx.name_scopes" in keys
+    assert str(paths.repo_root()).encode() not in small_onnx.read_bytes()
+
+
 def test_pt2_equals_torch(small, small_pt2) -> None:
     model, _ = small
     out = small_pt2

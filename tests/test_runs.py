@@ -332,6 +332,53 @@ def test_collect_leaves_out_runs_of_another_manifest(outputs):
     assert all("read manifest" in r for r in dropped["reason"])
 
 
+def test_pruning_that_fine_tunes_on_labeled_clips_does_not_depend_on_the_pool(outputs):
+    _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
+    _chain(teacher_seed=0)
+
+    def prune(finetune_on: str) -> runs.Run:
+        return runs.start("05_prune", {"profile": "smoke", "finetune_on": finetune_on}, tag=("size", "method", "seed"))
+
+    labeled, pooled = prune("labeled"), prune("pool")
+    assert labeled.identity_record["inputs"]["pseudo_run"] is None
+    assert pooled.identity_record["inputs"]["pseudo_run"] == runs.run_identity(runs.latest("smoke", "03_pseudo_labels"))
+    _chain(teacher_seed=1)  # a new teacher and pool
+    assert prune("labeled").identity_record["inputs"]["pseudo_run"] is None
+    assert prune("pool").identity != pooled.identity
+
+
+def test_rerunning_01_on_changed_corpora_keeps_the_manifest_its_readers_were_made_from(outputs, tmp_path):
+    import pandas as pd
+    import soundfile as sf
+
+    from sqa.data import merge
+
+    from signals import speechlike
+
+    root = tmp_path / "data" / "mine"
+    (root / "clips").mkdir(parents=True)
+    for i in range(4):
+        sf.write(root / "clips" / f"{i}.wav", speechlike(1.0, i), 16000)
+
+    def stage_01(mos: list[float]) -> tuple[runs.Run, merge.MergeResult]:
+        pd.DataFrame({"path": [f"clips/{i}.wav" for i in range(4)], "mos": mos}).to_csv(root / "mos.csv", index=False)
+        run = runs.start("01_merge_datasets", {"profile": "smoke", "corpora": ["generic-csv:mine"]})
+        return run, merge.run_merge(["generic-csv:mine"], tmp_path / "data", 0.0, 0.0, 0)
+
+    run, result = stage_01([1.0, 2.0, 3.0, 4.0])
+    merge.write_outputs(run, result)
+    _finish(run, model_file=False)
+    run, result = stage_01([1.0, 2.0, 3.0, 4.5])
+    merge.write_outputs(run, result)  # nothing read the first manifest yet: replaced
+    assert merge.manifest.read(run.path("manifest.parquet"))["mos_raw"].max() == 4.5
+    _chain(teacher_seed=0)  # a teacher and pseudo-labels made from it
+    merge.write_outputs(run, result)  # the same rows again: fine
+    run, result = stage_01([1.0, 2.0, 3.5, 4.5])
+    with pytest.raises(merge.ManifestChangedError, match=r"1 rows changed.*2 finished run\(s\) were made from it"):
+        merge.write_outputs(run, result)
+    assert merge.manifest.read(run.path("manifest.parquet"))["mos_raw"].tolist() == [1.0, 2.0, 3.0, 4.5]
+
+
 def test_an_input_that_changes_after_start_is_refused(outputs):
     _finish(runs.start("01_merge_datasets", {"profile": "smoke"}), model_file=False)
     first = runs.start("02_teacher", {"profile": "smoke"}, tag=("teacher", "seed"))

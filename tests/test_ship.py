@@ -23,7 +23,7 @@ def fake_release_run(outputs, tag: str, seed: int) -> None:
     atomic.write_json(folder / "metrics.json", {"params": 9_710, "best_dev_pcc": 0.5 + seed / 10,
                                                 "test": {"release-heldout": {"pcc": 0.4, "n": 3}}})
     atomic.append_line(outputs / "registry.jsonl", json.dumps(
-        {"profile": "release", "stage": "04_distill", "tag": tag, "dir": paths.portable(folder)}))
+        {"profile": "release", "stage": "04_distill", "tag": tag.split("_id-")[0], "dir": paths.portable(folder)}))
 
 
 def test_ship_copies_the_latest_release_run_and_exports_it(tmp_path, monkeypatch):
@@ -31,15 +31,20 @@ def test_ship_copies_the_latest_release_run_and_exports_it(tmp_path, monkeypatch
     monkeypatch.setenv("SQA_OUTPUTS", str(outputs))
     fake_release_run(outputs, "size-10k_mode-distill_labeled-mix-0.0_seed-0", 0)
     fake_release_run(outputs, "size-10k_mode-distill_labeled-mix-0.2_seed-0", 1)  # not a release recipe run
-    fake_release_run(outputs, "size-10k_mode-distill_labeled-mix-0.0_seed-1", 2)
-    record = ship.ship(tmp_path / "weights", sizes=("10k",))
-    assert record["sqa-10k"]["run"].endswith("size-10k_mode-distill_labeled-mix-0.0_seed-1")
-    assert record["sqa-10k"]["best_dev_pcc"] == pytest.approx(0.7)
-    assert json.loads((tmp_path / "weights" / "models.json").read_text()) == record
-    torch_file, onnx_file = tmp_path / "weights" / "sqa-10k.safetensors", tmp_path / "weights" / "sqa-10k.onnx"
+    fake_release_run(outputs, "size-10k_mode-distill_labeled-mix-0.0_seed-0_id-0123abcd", 3)  # a re-run
+    fake_release_run(outputs, "size-10k_mode-distill_labeled-mix-0.0_seed-1", 2)  # another seed: not shipped
+    weights = outputs / "weights"
+    record = ship.ship(weights, sizes=("10k",))
+    assert record["sqa-10k"]["run"].endswith("size-10k_mode-distill_labeled-mix-0.0_seed-0_id-0123abcd")
+    assert record["sqa-10k"]["best_dev_pcc"] == pytest.approx(0.8)
+    assert ship.release_run("10k", seed=1).name.endswith("_seed-1")
+    assert json.loads((weights / "models.json").read_text()) == record
+    torch_file, onnx_file = weights / "sqa-10k.safetensors", weights / "sqa-10k.onnx"
     assert record["sqa-10k"]["sha256"]["onnx"] == export.sha256(onnx_file)
     clips = [speechlike(4.0, 3), speechlike(6.0, 4, snr_db=10)]
     np.testing.assert_allclose(pretrained.load(onnx_file).score_many(clips, 16000),
                                pretrained.load(torch_file).score_many(clips, 16000), atol=1e-4)
-    with pytest.raises(FileNotFoundError, match="no finished 04_distill run of size 50k"):
+    sidecar = json.loads(onnx_file.with_suffix(".onnx.json").read_text())
+    assert sidecar["source"] == "$SQA_OUTPUTS/weights/sqa-10k.safetensors"  # no machine's folder
+    with pytest.raises(FileNotFoundError, match="no finished 04_distill run size-50k_mode-distill"):
         ship.release_run("50k")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sqa import paths
@@ -95,11 +96,27 @@ def run_merge(specs: list[str], data_root: Path, dev_frac: float, test_frac: flo
     return result
 
 
+class ManifestChangedError(ValueError):
+    """A re-run of stage 01 would replace, with other rows, a manifest that finished runs read."""
+
+
 def write_outputs(run, result: MergeResult) -> pd.DataFrame:
-    """Write the manifest (+ roots), the skipped rows and the statistics; return the statistics."""
+    """Write the manifest (+ roots), the skipped rows and the statistics; return the statistics.
+    A manifest that finished runs were made from (``run.readers()``) is only rewritten unchanged:
+    their identities name this run, so new rows under the same run would pass them off as made
+    from the new corpora."""
     from sqa import atomic
 
-    manifest.write(result.manifest, run.path("manifest.parquet"), roots=result.roots)
+    target = run.path("manifest.parquet")
+    change = changed_rows(target, result.manifest, result.roots) if target.is_file() else ""
+    readers = run.readers() if change else []
+    if readers:
+        raise ManifestChangedError(
+            f"{target}: the corpora changed since this manifest was written ({change}), and "
+            f"{len(readers)} finished run(s) were made from it ({', '.join(readers[:3])}"
+            f"{', ...' if len(readers) > 3 else ''}). Delete those runs (sqa reproduce remakes them) or "
+            "point SQA_OUTPUTS at a new folder; the manifest was left as it was.")
+    manifest.write(result.manifest, target, roots=result.roots)
     with atomic.atomic_path(run.path("skipped.csv")) as tmp:
         result.skipped.to_csv(tmp, index=False)
     stats = manifest.summary(result.manifest)
@@ -107,6 +124,22 @@ def write_outputs(run, result: MergeResult) -> pd.DataFrame:
         stats.to_csv(tmp, index=False)
     atomic.write_text(run.path("corpus_stats.md"), stats.to_markdown(index=False, floatfmt=".3g") + "\n")
     return stats
+
+
+def changed_rows(old_file: Path, new: pd.DataFrame, roots: dict[str, Path]) -> str:
+    """How the manifest in ``old_file`` differs from ``new`` (as written): rows added, removed and
+    changed (any column, by ``utt_id``) and columns added or removed; empty when they are equal."""
+    old = manifest.read(old_file).set_index("utt_id")
+    now = manifest.validate(new, roots=roots).set_index("utt_id")
+    common, cols = old.index.intersection(now.index), sorted(set(old.columns) & set(now.columns))
+    changed = np.zeros(len(common), dtype=bool)
+    for col in cols:  # missing on both sides is equal; everything else compares as text
+        a, b = old.loc[common, col], now.loc[common, col]
+        changed |= ~(a.isna().to_numpy() & b.isna().to_numpy()) & (a.astype(str).to_numpy() != b.astype(str).to_numpy())
+    counts = {"rows added": len(now.index.difference(old.index)), "rows removed": len(old.index.difference(now.index)),
+              "rows changed": int(changed.sum()), "columns added": len(set(now.columns) - set(old.columns)),
+              "columns removed": len(set(old.columns) - set(now.columns))}
+    return ", ".join(f"{n} {what}" for what, n in counts.items() if n)
 
 
 def metrics(result: MergeResult) -> dict:

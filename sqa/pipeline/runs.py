@@ -41,6 +41,9 @@ from sqa.pipeline import notebooks, profiles, progress
 RUN_RECORD_ENV = "SQA_RUN_RECORD"
 #: notebook parameters that name an input run, and the stage whose run they name
 INPUT_PARAMS = {"manifest_run": "01_merge_datasets", "teacher_run": "02_teacher", "pseudo_run": "03_pseudo_labels"}
+#: (stage, input parameter) -> (parameter, value) under which the stage does not read that input:
+#: it is then not part of the run's identity (a new run of that stage leaves the run alone)
+UNREAD_INPUTS = {("05_prune", "pseudo_run"): ("finetune_on", "labeled")}
 _PACKAGES = ("sqa", "torch", "torchaudio", "transformers", "numpy", "scipy", "pandas",
              "onnxruntime", "distillmos", "xls-r-sqa", "papermill")
 
@@ -87,6 +90,11 @@ class Run:
             "identity": self.identity, "identity_record": self.identity_record,
             "input_identities": self.input_identities})
 
+    def readers(self) -> list[str]:
+        """The folders of finished runs that read this run (their records name it as an input)."""
+        me = paths.portable(self.dir)
+        return [r["dir"] for r in registry(self.profile) if me in (r.get("inputs") or {}).values()]
+
     def finish(self, metrics: Mapping[str, Any]) -> Path:
         """Write ``metrics.json`` and register the run; returns the metrics file."""
         out = atomic.write_json(self.dir / "metrics.json", dict(metrics))
@@ -131,7 +139,7 @@ def start(stage: str, namespace: Mapping[str, Any], tag: Iterable[str] = (),
     profile = paths.check_profile(params.get("profile", "demo"))
     resolved = profiles.resolve(profile, nb_stage, params)
     tag_text = make_tag(resolved, tag)
-    planned = planned_inputs(profile, resolved)
+    planned = planned_inputs(profile, nb_stage, resolved)
     record = identity_record(nb_stage, resolved, planned)
     ident = identity_of(record)
     run = Run(profile, nb_stage, tag_text, folder_for(profile, nb_stage, tag_text, ident, record), params,
@@ -149,15 +157,20 @@ def start(stage: str, namespace: Mapping[str, Any], tag: Iterable[str] = (),
 # ---------------------------------------------------------------- identity
 
 
-def planned_inputs(profile: str, resolved: Mapping[str, Any]) -> dict[str, Path | None]:
-    """The input run each ``*_run`` parameter names (:data:`INPUT_PARAMS`): the given folder or tag,
-    or the latest run of that stage when empty (None when there is none yet)."""
+def planned_inputs(profile: str, stage: str, resolved: Mapping[str, Any]) -> dict[str, Path | None]:
+    """The input run each ``*_run`` parameter of ``stage`` names (:data:`INPUT_PARAMS`): the given
+    folder or tag, or the latest run of that stage when empty (None when there is none yet, or when
+    the stage does not read it with these parameters, :data:`UNREAD_INPUTS`)."""
     out: dict[str, Path | None] = {}
-    for name, stage in INPUT_PARAMS.items():
+    for name, input_stage in INPUT_PARAMS.items():
         if name not in resolved:
             continue
+        unread = UNREAD_INPUTS.get((stage, name))
+        if unread is not None and resolved.get(unread[0]) == unread[1]:
+            out[name] = None
+            continue
         try:
-            out[name] = resolve_input(profile, stage, resolved[name] or "")
+            out[name] = resolve_input(profile, input_stage, resolved[name] or "")
         except FileNotFoundError:
             if resolved[name]:
                 raise

@@ -1,7 +1,7 @@
 """Ship the release profile's students into the package (``sqa.pretrained`` loads them by name).
 
-For each shipped size, the latest finished ``04_distill`` run of the release profile with that
-size (distilled, no labeled mix) is copied to ``sqa/weights/sqa-<size>.safetensors`` and
+For each shipped size, the latest finished ``04_distill`` run of the release profile's recipe
+(that size, distilled, no labeled mix, seed 0 as the sweep makes it, or ``--seed``) is copied to ``sqa/weights/sqa-<size>.safetensors`` and
 exported to ``sqa-<size>.onnx`` (``sqa.export``, checked against torch); ``models.json`` records
 each file's run, the pseudo-label run it learned from, its held-out dev/test agreement with the
 teacher and the files' SHA-256.
@@ -25,24 +25,25 @@ SIZES = ("50k", "250k", "1M")
 STAGE = "04_distill"
 
 
-def release_run(size: str, profile: str = PROFILE) -> Path:
-    """The latest finished release student of ``size`` (distilled from pseudo-labels alone)."""
-    found = [r for r in runs.registry(profile, STAGE)
-             if str(r.get("tag", "")).startswith(f"size-{size}_mode-distill_labeled-mix-0.0_")]
+def release_run(size: str, profile: str = PROFILE, seed: int = 0) -> Path:
+    """The latest finished release student of ``size`` and ``seed`` (distilled from pseudo-labels
+    alone); a re-run of another identity (in a folder with an ``_id-`` suffix) counts too."""
+    tag = f"size-{size}_mode-distill_labeled-mix-0.0_seed-{seed}"
+    found = [r for r in runs.registry(profile, STAGE) if r.get("tag") == tag]
     if not found:
-        raise FileNotFoundError(f"no finished {STAGE} run of size {size} in the {profile} profile: "
+        raise FileNotFoundError(f"no finished {STAGE} run {tag} in the {profile} profile: "
                                 f"run `sqa reproduce --profile {profile}` first")
     return paths.resolve_portable(found[-1]["dir"])
 
 
-def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES) -> dict:
+def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES, seed: int = 0) -> dict:
     """Copy and export the release students into ``out``; returns the ``models.json`` record."""
     from sqa import export
 
     out.mkdir(parents=True, exist_ok=True)
     record = {}
     for size in sizes:
-        run = release_run(size, profile)
+        run = release_run(size, profile, seed)
         name = f"sqa-{size}"
         weights = out / f"{name}.safetensors"
         with atomic.atomic_path(weights) as tmp:
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="copy the release students into sqa/weights")
     parser.add_argument("--profile", default=PROFILE)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the runs to ship (the sweep's: 0)")
     args = parser.parse_args(argv)
-    ship(pretrained.WEIGHTS_DIR, args.profile)
+    ship(pretrained.WEIGHTS_DIR, args.profile, seed=args.seed)
     return 0
 
 
