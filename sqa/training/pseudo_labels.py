@@ -93,8 +93,9 @@ class _Shard:
 
 def workers_for(num_workers: int, device: str = "cpu") -> int:
     """``num_workers`` for :func:`pseudo_label`: 0 picks one process per CPU core on the CPU (one
-    thread each: on the demo pool, 2 processes took 331 s where 1 process of 2 threads took 437 s;
-    ``bench.distill``) and one on a GPU; a positive count is kept."""
+    thread each: on the earlier 3,000-clip demo pool 2 processes took 331 s where 1 process of 2
+    threads took 437 s; on the 1,200-clip one both took about 180 s; ``bench.distill``) and one on
+    a GPU; a positive count is kept."""
     if num_workers < 0:
         raise ValueError(f"num_workers={num_workers} must be 0 (one per CPU core) or a positive count")
     if num_workers:
