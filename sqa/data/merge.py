@@ -108,7 +108,7 @@ def write_outputs(run, result: MergeResult) -> pd.DataFrame:
     from sqa import atomic
 
     target = run.path("manifest.parquet")
-    change = changed_rows(target, result.manifest, result.roots) if target.is_file() else ""
+    change = changed_rows(target, result.manifest) if target.is_file() else ""
     readers = run.readers() if change else []
     if readers:
         raise ManifestChangedError(
@@ -126,11 +126,12 @@ def write_outputs(run, result: MergeResult) -> pd.DataFrame:
     return stats
 
 
-def changed_rows(old_file: Path, new: pd.DataFrame, roots: dict[str, Path]) -> str:
-    """How the manifest in ``old_file`` differs from ``new`` (as written): rows added, removed and
-    changed (any column, by ``utt_id``) and columns added or removed; empty when they are equal."""
+def changed_rows(old_file: Path, new: pd.DataFrame) -> str:
+    """How the manifest in ``old_file`` differs from ``new`` (with the schema's dtypes, as written):
+    rows added, removed and changed (any column, by ``utt_id``) and columns added or removed; empty
+    when they are equal. The files are checked once, when the manifest is written."""
     old = manifest.read(old_file).set_index("utt_id")
-    now = manifest.validate(new, roots=roots).set_index("utt_id")
+    now = manifest.coerce(new).set_index("utt_id")
     common, cols = old.index.intersection(now.index), sorted(set(old.columns) & set(now.columns))
     changed = np.zeros(len(common), dtype=bool)
     for col in cols:  # missing on both sides is equal; everything else compares as text

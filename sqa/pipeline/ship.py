@@ -1,10 +1,10 @@
 """Ship the release profile's students into the package (``sqa.pretrained`` loads them by name).
 
 For each shipped size, the latest finished ``04_distill`` run of the release profile's recipe
-(that size, distilled, no labeled mix, seed 0 as the sweep makes it, or ``--seed``) is copied to ``sqa/weights/sqa-<size>.safetensors`` and
-exported to ``sqa-<size>.onnx`` (``sqa.export``, checked against torch); ``models.json`` records
-each file's run, the pseudo-label run it learned from, its held-out dev/test agreement with the
-teacher and the files' SHA-256.
+(that size, distilled, no labeled mix, seed 0 as the sweep makes it, or ``--seed``) is copied to
+``sqa/weights/sqa-<size>.safetensors`` and exported to ``sqa-<size>.onnx`` (``sqa.export``,
+checked against torch); ``models.json`` records each file's run, the pseudo-label run it learned
+from, its held-out dev/test agreement with the teacher and the files' SHA-256.
 
     sqa reproduce --profile release        # the pools, the teacher's labels, the students
     python -m sqa.pipeline.ship            # copy + export them into sqa/weights

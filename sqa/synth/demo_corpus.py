@@ -275,12 +275,7 @@ def build(data: Path | str, size: str = "demo", seed: int = 0, only: list[str] |
     if data.is_dir():
         atomic.remove_stale(data)  # left by a killed build; its finished clips are kept
     t0 = time.perf_counter()
-
-    def workers() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(n_jobs, mp_context=get_context("forkserver"), initializer=_init_worker,
-                                   initargs=(str(data), talkers))
-
-    with workers() as ex:
+    with _workers(data, talkers, n_jobs) as ex:
         jobs = [ex.submit(_make_clean, r.source, r.text, r.style) for r in needed.itertuples()]
         for f in tqdm(as_completed(jobs), total=len(jobs), desc="clean speech", disable=not progress):
             f.result()
@@ -291,28 +286,39 @@ def build(data: Path | str, size: str = "demo", seed: int = 0, only: list[str] |
     by_clip = {r["clip"]: r for r in records}
     for corpus, group in clips.groupby("corpus"):
         _write_labels(data / corpus, group, by_clip, sources)
-    pool_report = None
-    if POOL in wanted:
-        t_pool = time.perf_counter()
-        built = pool_builder.build(pool_sources(data, sources), data / POOL, pool_config(size, seed), n_jobs,
-                                   progress)
-        table = pd.read_csv(data / POOL / pool_builder.LABELS, dtype=str, keep_default_na=False)
-        oracle_rows = table[(table["path"] != "") & (table["index"].astype(int) < SIZES[size].pool_oracle_clips)]
-        with workers() as ex:
-            jobs = [ex.submit(_oracle, r.clean, r.path, r.clip) for r in oracle_rows.itertuples()]
-            oracle = {clip: (score, why) for clip, score, why in
-                      (f.result() for f in tqdm(as_completed(jobs), total=len(jobs), desc="pool oracle PESQ",
-                                                disable=not progress))}
-        _write_pool_labels(data / POOL, table, oracle, sources)
-        codec_skips = Counter()
-        for skipped in table["codec_skipped"]:
-            codec_skips.update(json.loads(skipped or "{}"))
-        pool_report = {**asdict(built), "codec_skipped": dict(codec_skips),
-                       "oracle_skipped": {c: why for c, (_, why) in oracle.items() if why},
-                       "seconds": round(time.perf_counter() - t_pool, 1)}
+    pool_report = _build_pool(data, size, seed, sources, talkers, n_jobs, progress) if POOL in wanted else None
     report = _report(size, seed, clips, by_clip, pool_report, t_clean, time.perf_counter() - t0, n_jobs)
     atomic.write_json(data / "build_report.json", report)
     return report
+
+
+def _workers(data: Path, talkers: list[str], n_jobs: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(n_jobs, mp_context=get_context("forkserver"), initializer=_init_worker,
+                               initargs=(str(data), talkers))
+
+
+def _build_pool(data: Path, size: str, seed: int, sources: pd.DataFrame, talkers: list[str], n_jobs: int,
+                progress: bool) -> dict:
+    """The pool through the pool builder, the oracle PESQ of its first clips, its ``labels.csv``;
+    returns its part of the build report."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    built = pool_builder.build(pool_sources(data, sources), data / POOL, pool_config(size, seed), n_jobs, progress)
+    table = pd.read_csv(data / POOL / pool_builder.LABELS, dtype=str, keep_default_na=False)
+    oracle_rows = table[(table["path"] != "") & (table["index"].astype(int) < SIZES[size].pool_oracle_clips)]
+    with _workers(data, talkers, n_jobs) as ex:
+        jobs = [ex.submit(_oracle, r.clean, r.path, r.clip) for r in oracle_rows.itertuples()]
+        oracle = {clip: (score, why) for clip, score, why in
+                  (f.result() for f in tqdm(as_completed(jobs), total=len(jobs), desc="pool oracle PESQ",
+                                            disable=not progress))}
+    _write_pool_labels(data / POOL, table, oracle, sources)
+    codec_skips: Counter = Counter()
+    for skipped in table["codec_skipped"]:
+        codec_skips.update(json.loads(skipped or "{}"))
+    return {**asdict(built), "codec_skipped": dict(codec_skips),
+            "oracle_skipped": {c: why for c, (_, why) in oracle.items() if why},
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _same_plan(data: Path, size: str, seed: int) -> bool:
