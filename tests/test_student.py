@@ -91,6 +91,35 @@ def test_windowing_is_mean_over_windows_and_chunking_invariant():
     assert torch.allclose(short, padded, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["distillmos-v7", "250k"])
+def test_short_clips_skip_the_padding_and_score_as_padded(name):
+    torch.manual_seed(0)
+    model = distillmos_v7() if name == "distillmos-v7" else ConvTransformerSQA(PRESETS[name]).eval()
+    size, pad = model.config.window_samples, (model.config.stft_win - model.config.stft_hop) // 2
+    for n in (320, 999, 48000, 64000, 64001, size - 2001, size - pad - 1, size - pad, size - 1):
+        wave = 0.1 * torch.randn(2, n)
+        with torch.inference_mode():
+            got = model(wave)
+            padded = model.forward_window(torch.nn.functional.pad(wave, (0, size - n)))
+        assert (got - padded).abs().max().item() < 1e-5, n
+
+
+def test_silence_response_follows_the_weights():
+    torch.manual_seed(0)
+    model = ConvTransformerSQA(PRESETS["25k"]).eval()
+    wave = 0.1 * torch.randn(1, 32000)
+    size = model.config.window_samples
+    with torch.no_grad():
+        model(wave)  # caches the response to silence of these weights
+        model.load_state_dict(ConvTransformerSQA(PRESETS["25k"]).state_dict())  # other weights, in place
+        got = model(wave)
+        padded = model.forward_window(torch.nn.functional.pad(wave, (0, size - 32000)))
+    assert (got - padded).abs().max().item() < 1e-6
+    graph = model(wave.requires_grad_())  # with gradients: the whole padded window runs
+    graph.sum().backward()
+    assert wave.grad is not None and torch.isfinite(wave.grad).all()
+
+
 def test_short_window_training_gives_finite_outputs_and_gradients():
     torch.manual_seed(0)
     model = ConvTransformerSQA(PRESETS["25k"], windowed=False).train()
