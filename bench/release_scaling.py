@@ -38,9 +38,12 @@ CLIPS = (1250, 2500, 5000)
 SEEDS = (0, 1, 2)
 
 
-def train_point(data: stages.StageData, pool, n: int, seed: int, folder):
+def train_point(data: stages.StageData, pool, n: int, seed: int, folder, hint_weight: float = 0.0,
+                pseudo_dir=None):
     """The ``SIZE`` student distilled on ``n`` pool clips drawn with ``seed`` by stage 04's own
-    training call (the drawn clips keep the pool's order, so all of them is stage 04's run)."""
+    training call (the drawn clips keep the pool's order, so all of them is stage 04's run);
+    ``hint_weight > 0`` adds the hint loss on the summaries of the teacher of ``pseudo_dir``.
+    Returns the training result and the model."""
     from sqa.training import loop
 
     p = profiles.resolve(PROFILE, "04_distill", {"epochs": None, "batch_size": None, "window_s": None})
@@ -49,7 +52,9 @@ def train_point(data: stages.StageData, pool, n: int, seed: int, folder):
     cfg = loop.TrainConfig(epochs=p["epochs"], lr=lr, batch_size=p["batch_size"], seed=seed, device="auto")
     model = stages.build_model(SIZE, window_s=p["window_s"], profile=PROFILE, seed=seed)
     run = runs.Run(PROFILE, "bench", folder.name, folder, {})
-    return stages.fit(run, model, data, cfg, subset, p["window_s"], target="pseudo_mos")[1]
+    hints = stages.pool_hints(PROFILE, data, subset, pseudo_dir, cfg) if hint_weight else None
+    return stages.fit(run, model, data, cfg, subset, p["window_s"], target="pseudo_mos", hints=hints,
+                      hint_weight=hint_weight)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
             folder = paths.profile_dir(PROFILE) / "bench" / "data_scaling" / f"clips-{n}_seed-{seed}"
             done = folder / "agreement.json"
             if not done.is_file():
-                model = train_point(data, pool, n, seed, folder)
+                model = train_point(data, pool, n, seed, folder, hint_weight=0.0)[1]
                 atomic.write_json(done, agreement(model, test, data)["overall"])
             overall = json.loads(done.read_text())
             points.append({"clips": n, "seed": seed, **overall})

@@ -174,15 +174,23 @@ class SqaHead(nn.Module):
         normed = [_norm_over_time(norm, x) for norm, x in zip(self.input_norms, items)]
         return self.fuse(torch.stack(normed, dim=-1)).squeeze(-1)
 
-    def forward_unit(self, features: Features) -> Tensor:
-        """Quality in [0, 1], shape (B,). ``features``: (B, L, C), or two of them for fusion."""
+    def pooled(self, features: Features) -> Tensor:
+        """The attention-pooled summary (B, dim_transformer) that the readout scores."""
         x = self._merge_inputs(features)
         x = _norm_over_time(self.pre_norm, x)
         x = self.proj_drop(self.proj(x))
         x = x + self._position_table(x.shape[1], x)
         x = self.encoder_drop(self.encoder(x))
         x = _norm_over_time(self.post_norm, x)
-        return torch.sigmoid(self.readout(self.pool(x)).squeeze(-1))
+        return self.pool(x)
+
+    def score(self, pooled: Tensor) -> Tensor:
+        """Quality in [0, 1], shape (B,), of pooled summaries (B, dim_transformer)."""
+        return torch.sigmoid(self.readout(pooled).squeeze(-1))
+
+    def forward_unit(self, features: Features) -> Tensor:
+        """Quality in [0, 1], shape (B,). ``features``: (B, L, C), or two of them for fusion."""
+        return self.score(self.pooled(features))
 
     def forward(self, features: Features) -> Tensor:
         """MOS in [1, 5], shape (B,)."""

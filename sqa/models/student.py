@@ -203,8 +203,10 @@ class ConvFrontEnd(nn.Module):
         return torch.cat([clip, silence.expand(wave.shape[0], -1, -1)], dim=1)
 
     def _silence(self, total: int, like: Tensor) -> Tensor:
-        """Frames (frames, features) of a ``total``-sample window of zeros, cached per weights."""
-        key = (total, like.device, like.dtype, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        """Frames (frames, features) of a ``total``-sample window of zeros, cached per weights
+        (parameters and buffers, e.g. a pruned front end's masks)."""
+        state = (*self.parameters(), *self.buffers())
+        key = (total, like.device, like.dtype, tuple((t.data_ptr(), t._version) for t in state))
         if getattr(self, "_silence_cache", (None,))[0] != key:
             self._silence_cache = (key, self(like.new_zeros(1, total))[0])
         return self._silence_cache[1]
@@ -237,35 +239,52 @@ class ConvTransformerSQA(nn.Module):
         if wave.shape[1] < min_len:
             raise ValueError(f"ConvTransformerSQA: wave has {wave.shape[1]} samples, needs >= {min_len}")
 
+    def _normalised(self, wave: Tensor) -> Tensor:
+        """Each row divided by its maximum magnitude (the model's input normalisation)."""
+        return wave / (wave.abs().amax(dim=1, keepdim=True) + 1e-8)
+
     def forward_window_unit(self, wave: Tensor) -> Tensor:
         """Quality in [0, 1], shape (B,), of each row taken as one window (max-abs normalised)."""
         self._check_wave(wave, self.config.stft_win)
-        x = wave / (wave.abs().amax(dim=1, keepdim=True) + 1e-8)
-        return self.head.forward_unit(self.frontend(x))
+        return self.head.forward_unit(self.frontend(self._normalised(wave)))
 
     def forward_window(self, wave: Tensor) -> Tensor:
         """MOS (B,) of each row taken as one window of any length >= stft_win."""
         return 1.0 + 4.0 * self.forward_window_unit(wave)
 
+    def forward_window_pooled(self, wave: Tensor) -> tuple[Tensor, Tensor]:
+        """MOS (B,) and the head's pooled summary (B, dim_transformer) of each row taken as one window."""
+        self._check_wave(wave, self.config.stft_win)
+        pooled = self.head.pooled(self.frontend(self._normalised(wave)))
+        return 1.0 + 4.0 * self.head.score(pooled), pooled
+
     def forward(self, wave: Tensor) -> Tensor:
         """MOS (B,): windowed average over the clip (or one window if ``windowed`` is False)."""
         if not self.windowed:
             return self.forward_window(wave)
+        return 1.0 + 4.0 * self._over_windows(wave, self.head.forward_unit)
+
+    def embed(self, wave: Tensor) -> Tensor:
+        """(B, dim_transformer): the head's pooled summary of each window, averaged over the clip's
+        windows as ``forward`` averages their scores (what a student's hint loss imitates)."""
+        return self._over_windows(wave, self.head.pooled)
+
+    def _over_windows(self, wave: Tensor, head_fn) -> Tensor:
+        """Mean over the clip's windows of ``head_fn`` applied to each window's frame features."""
         self._check_wave(wave, 1)
         size, hop = self.config.window_samples, self.config.window_hop
         if self.config.stft_win <= wave.shape[1] < size:  # one zero-padded window
-            x = wave / (wave.abs().amax(dim=1, keepdim=True) + 1e-8)
-            return 1.0 + 4.0 * self.head.forward_unit(self.frontend.zero_padded(x, size))
+            return head_fn(self.frontend.zero_padded(self._normalised(wave), size))
         if wave.shape[1] < size:
             wave = F.pad(wave, (0, size - wave.shape[1]))
         starts = window_starts(wave.shape[1], size, hop)
         per_forward = max(1, self.window_batch // wave.shape[0])  # windows of each clip per forward
-        total = wave.new_zeros(wave.shape[0])
+        total = 0.0
         for i in range(0, len(starts), per_forward):  # cut only the windows of one forward at a time
             chunk = torch.cat([wave[:, s:s + size] for s in starts[i:i + per_forward]], dim=0)  # window-major
-            total = total + self.forward_window_unit(chunk).reshape(-1, wave.shape[0]).sum(dim=0)
-        return 1.0 + 4.0 * total / len(starts)
-
+            out = head_fn(self.frontend(self._normalised(chunk)))
+            total = total + out.reshape(-1, wave.shape[0], *out.shape[1:]).sum(dim=0)
+        return total / len(starts)
 
     def with_window(self, seconds: float) -> "ConvTransformerSQA":
         """Score (and train on) windows of ``seconds``, keeping the head's positional encoding."""

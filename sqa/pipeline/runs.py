@@ -44,6 +44,9 @@ INPUT_PARAMS = {"manifest_run": "01_merge_datasets", "teacher_run": "02_teacher"
 #: (stage, input parameter) -> (parameter, value) under which the stage does not read that input:
 #: it is then not part of the run's identity (a new run of that stage leaves the run alone)
 UNREAD_INPUTS = {("05_prune", "pseudo_run"): ("finetune_on", "labeled")}
+#: parameters added after runs were made, with the value that does what those runs did: at that
+#: value a parameter is left out of the identity, so the earlier runs keep theirs
+LATER_PARAMS = {"04_distill": {"hint_weight": 0.0}}
 _PACKAGES = ("sqa", "torch", "torchaudio", "transformers", "numpy", "scipy", "pandas",
              "onnxruntime", "distillmos", "xls-r-sqa", "papermill")
 
@@ -181,8 +184,10 @@ def planned_inputs(profile: str, stage: str, resolved: Mapping[str, Any]) -> dic
 def identity_record(stage: str, resolved: Mapping[str, Any], planned: Mapping[str, Path | None]) -> dict[str, Any]:
     """What a run's identity is made of: its stage, every resolved parameter (the input-run
     parameters replaced by the identities of the runs they resolved to)."""
+    later = LATER_PARAMS.get(stage, {})
     return {"stage": stage,
-            "params": {k: v for k, v in sorted(resolved.items()) if k not in INPUT_PARAMS},
+            "params": {k: v for k, v in sorted(resolved.items())
+                       if k not in INPUT_PARAMS and not (k in later and v == later[k])},
             "inputs": {k: (run_identity(d) if d is not None else None) for k, d in sorted(planned.items())}}
 
 

@@ -121,14 +121,16 @@ def frozen_extractor(model: torch.nn.Module, freeze: bool) -> tuple[torch.nn.Mod
 
 def fit(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, train_df: pd.DataFrame,
         window_s: float, target: str = "mos", freeze: bool = False, batch_sampler_fn=None,
-        extra_train=None):
+        extra_train=None, hints=None, hint_weight: float = 0.0):
     """Train with :func:`sqa.training.loop.fit` on ``train_df`` (early stopping on the dev split).
 
     When only the head trains (:func:`frozen_extractor`), features are cached once per clip and
     the head trains on random crops of them; otherwise the whole model trains on random
     ``window_s`` crops of the waveforms. ``extra_train`` (a dataset) is concatenated after the
-    main training set (the labeled share of a distillation mix). ``cfg.epochs == 0`` trains
-    nothing: the model is kept as given (the release profile's teacher, DistillMOS as shipped).
+    main training set (the labeled share of a distillation mix). ``hints`` (N, D), one row per
+    ``train_df`` clip: the teacher's standardised summaries, learned with ``hint_weight``
+    (:mod:`sqa.training.hints`). ``cfg.epochs == 0`` trains nothing: the model is kept as given
+    (the release profile's teacher, DistillMOS as shipped).
     """
     from torch.utils.data import ConcatDataset
 
@@ -165,9 +167,31 @@ def fit(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, train_df: p
     cfg = with_loader_workers(cfg, train_ds.preloaded and getattr(extra_train, "preloaded", extra_train is None))
     if extra_train is not None:
         train_ds = ConcatDataset([train_ds, extra_train])
-    result = multigpu.fit(nprocs, model, train_ds, dev_ds, cfg, run.path("training"),
-                          batch_sampler_fn=batch_sampler_fn)
-    return result, result.model.eval()
+    if hints is None:
+        result = multigpu.fit(nprocs, model, train_ds, dev_ds, cfg, run.path("training"),
+                              batch_sampler_fn=batch_sampler_fn)
+        return result, result.model.eval()
+    from sqa.training.hints import HintDataset, HintStudent, hint_forward
+
+    result = multigpu.fit(nprocs, HintStudent(model, hints.shape[1]), HintDataset(train_ds, hints), dev_ds, cfg,
+                          run.path("training"), batch_sampler_fn=batch_sampler_fn,
+                          forward_fn=hint_forward(hint_weight))
+    return result, result.model.student.eval()
+
+
+def pool_hints(profile: str, data: StageData, pool: pd.DataFrame, pseudo_dir: Path, cfg):
+    """The summaries (N, D) of the pool's clips by the teacher that pseudo-labeled them, standardised;
+    cached per teacher and manifest in ``outputs/<profile>/cache/hints``."""
+    import json
+
+    from sqa.training.hints import teacher_summaries
+
+    inputs = json.loads((Path(pseudo_dir) / "params.json").read_text())["inputs"]
+    teacher_dir = paths.resolve_portable(inputs["teacher"])
+    teacher, _ = load_teacher(profile, str(teacher_dir))
+    folder = paths.profile_dir(profile) / "cache" / "hints" / (
+        f"{runs.run_identity(teacher_dir)}_{runs.run_identity(data.source)}")
+    return teacher_summaries(teacher, pool, data.roots, folder, device=cfg.device, amp=cfg.amp)
 
 
 def train_processes(device: str) -> int:
@@ -289,11 +313,16 @@ def pseudo_frame(data: StageData, pseudo_dir: Path) -> pd.DataFrame:
 
 
 def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mode: str,
-                labeled_mix: float, pseudo_dir: Path, window_s: float):
+                labeled_mix: float, pseudo_dir: Path, window_s: float, hint_weight: float = 0.0):
     """``distill``: pseudo-labeled pool + a ``labeled_mix`` share of labeled train clips per batch;
-    ``labeled-only``: the labeled train split alone."""
+    ``labeled-only``: the labeled train split alone. ``hint_weight > 0`` (distillation from the
+    pool alone): the student also learns the pseudo-labeling teacher's summary of each clip."""
     from sqa.data.datasets import ClipDataset
 
+    if hint_weight < 0 or (hint_weight and (mode != "distill" or labeled_mix)):
+        raise ValueError(f"hint_weight={hint_weight}: must be >= 0, and hints come from the teacher's pass over "
+                         f"the pool, so a positive weight needs mode 'distill' with labeled_mix 0 (got mode "
+                         f"{mode!r}, labeled_mix {labeled_mix}); set hint_weight 0")
     train_df = data.split("train")
     if mode == "labeled-only":
         return fit(run, model, data, cfg, train_df, window_s)
@@ -303,7 +332,8 @@ def fit_student(run: runs.Run, model: torch.nn.Module, data: StageData, cfg, mod
         raise ValueError(f"labeled_mix={labeled_mix} must be in [0, 1)")
     pool = pseudo_frame(data, pseudo_dir)
     if labeled_mix == 0:
-        return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos")
+        hints = pool_hints(run.profile, data, pool, pseudo_dir, cfg) if hint_weight else None
+        return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos", hints=hints, hint_weight=hint_weight)
     labeled = ClipDataset(train_df, data.roots, window=int(round(window_s * SR)), crop="random", preload="auto")
     sampler = functools.partial(_mixed_sampler, len(pool), len(labeled), cfg.batch_size, labeled_mix, cfg.seed)
     return fit(run, model, data, cfg, pool, window_s, target="pseudo_mos", batch_sampler_fn=sampler,

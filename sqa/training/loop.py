@@ -14,6 +14,8 @@ Choices (all in :class:`TrainConfig`):
   the epoch), for each corpus with at least ``BIAS_MIN_N`` clips whose predictions correlate with
   its targets at PCC >= ``BIAS_MIN_PCC`` (below that the model has not learned enough for a fitted
   map to mean anything, and the old map is kept). Batches must carry ``"corpus"`` (ClipDataset does).
+  A ``forward_fn`` may return ``(prediction, extra_loss)`` on training batches: the extra term
+  (e.g. a student's hint loss, :mod:`sqa.training.hints`) is added to the loss.
 - **Schedule**: linear warm-up over the first ``warmup_frac`` of all optimizer steps
   (``(s + 1) / warmup``), then ``"cosine"`` (default) or ``"linear"`` decay to 0 at the last step.
   The step count is ``epochs * steps_per_epoch``; early stopping cuts it short.
@@ -51,7 +53,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, Union
 
 import numpy as np
 import pandas as pd
@@ -83,7 +85,7 @@ SCHEDULES = ("cosine", "linear")
 BIAS_MIN_N = 10
 BIAS_MIN_PCC = 0.7
 
-ForwardFn = Callable[[nn.Module, Mapping[str, Any]], Tensor]
+ForwardFn = Callable[[nn.Module, Mapping[str, Any]], Union[Tensor, tuple[Tensor, Tensor]]]
 
 
 class EpochBatchSampler(Protocol):
@@ -465,10 +467,13 @@ def _train_epoch(env: _Env, loader: _TrainLoader, opt: _Optim, cfg: TrainConfig,
     for batch in bar:
         batch = _to_device(batch, env.device)
         with autocast(env.device, env.amp):
-            pred = forward(env.net, batch)
+            out = forward(env.net, batch)
+        pred, extra = out if isinstance(out, tuple) else (out, None)
         _check_pred(pred, batch)
         p, t = _scaled(pred.float()), _scaled(batch["target"].float())
         loss = _loss(cfg.loss, p, t, batch.get("corpus"), bias)
+        if extra is not None:
+            loss = loss + extra.float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fit: loss is {loss.item()} at epoch {epoch + 1}, step {state.step + 1}")
         opt.update(loss, cfg.grad_clip)
