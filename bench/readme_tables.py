@@ -9,7 +9,8 @@ Each table sits in README.md between ``<!-- begin: NAME -->`` and ``<!-- end: NA
 
 The model card, ``docs/models.md``, has its own blocks (``release-*``: the shipped students'
 agreement with their teacher and speed, from ``bench/results/release_models.json``; the agreement
-against the pool's size, from ``bench/results/release_scaling.json``; the ensemble teacher against
+against the pool's size, from ``bench/results/release_scaling.json``; the hint loss's weights, from
+``bench/results/hints.json``; the ensemble teacher against
 them, from ``bench/results/release_teachers.json``).
 
     python -m bench.readme_tables                                     # rewrite the README tables
@@ -282,6 +283,27 @@ def release_scaling_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_hints_block() -> str:
+    """The 250k release student with and without the hint loss, paired by seed."""
+    f, data = _bench("hints")
+    if data is None:
+        return _unmeasured("hints")
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.hints`): the {data['size']} student distilled by "
+             f"stage 04's recipe on {data['clips']:,} pool clips drawn per seed, with each hint weight (0: plain "
+             f"distillation); dev PCC chooses the weight, test PCC (the {data['n_test']} held-out test clips) "
+             "reports it; per seed, the test PCC difference to weight 0 with a paired 95 % CI on the same clips.",
+             "", "| hint weight | dev PCC, mean | test PCC, mean ± SD | test PCC minus weight 0, per seed [paired 95 % CI] |",
+             "|---|---|---|---|"]
+    for w, row in data["by_weight"].items():
+        diffs = [p["test_pcc_minus_plain"] for p in data["points"] if f"{p['weight']:g}" == w and p["weight"]]
+        sd = f" ± {row['test_pcc_sd']:.3f}" if row["test_pcc_sd"] is not None else ""
+        lines.append(f"| {w} | {row['dev_pcc_mean']:.3f} | {row['test_pcc_mean']:.3f}{sd} | "
+                     + ("; ".join(f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" for d in diffs) or "–")
+                     + " |")
+    lines += ["", f"Chosen by dev PCC: hint weight {data['chosen_by_dev']}."]
+    return "\n".join(lines) + "\n"
+
+
 def release_teachers_block() -> str:
     """The ensemble teacher against DistillMOS and the shipped students on the held-out test clips."""
     f, data = _bench("release_teachers")
@@ -299,7 +321,8 @@ def release_teachers_block() -> str:
 def card_blocks() -> dict[str, str]:
     return {"release-data": release_data_block(), "release-agreement": release_agreement_block(),
             "release-families": release_families_block(), "release-speed": release_speed_block(),
-            "release-scaling": release_scaling_block(), "release-teachers": release_teachers_block()}
+            "release-scaling": release_scaling_block(), "release-hints": release_hints_block(),
+            "release-teachers": release_teachers_block()}
 
 
 def blocks() -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Benchmark: how the release student's agreement with its teacher grows with the pseudo-labeled pool.
 
 The 250k student is distilled by stage 04's training call with the release sweep's settings (the
-profile's epochs, batch size and 4-s windows, the sweep's learning rate; pseudo-labels alone) on
+profile's epochs, batch size and 4-s windows, the sweep's learning rate; pseudo-labels alone, no
+hint loss: the scaling of plain distillation, as the study was first made; ``bench.hints`` adds it) on
 random subsets of the release pool's pseudo-labeled clips (``--clips``; a seed draws both the
-subset and the initialisation; the whole pool with seed 0 is the shipped student's own run),
+subset and the initialisation; the whole pool with seed 0 is stage 04's release 250k run without hints),
 then scored on the held-out test clips against the teacher's labels with the clustered bootstrap
 CIs of :mod:`bench.release_models`. Every (clips, seed) point is kept as it is
 finished (``outputs/release/bench/data_scaling``), so an interrupted benchmark resumes.

@@ -83,8 +83,8 @@ def test_release_profile_defaults():
     assert profiles.resolve("release", "02_teacher", {"epochs": None, "init": None})["epochs"] == 0
     students = profiles.sweep("release", "04_distill")
     assert {s["size"] for s in students} == {"50k", "250k", "1M"} and {s["labeled_mix"] for s in students} == {"0"}
-    assert profiles.sweep("release", "05_prune") == [] and profiles.sweep("release", "07_listen") == []
-    assert profiles.resolve("release", "04_distill", {"hint_weight": None})["hint_weight"] == 0.1
+    assert profiles.sweep("release", "05_prune") == [{"size": "250k"}] and profiles.sweep("release", "07_listen") == []
+    assert profiles.resolve("release", "04_distill", {"hint_weight": None})["hint_weight"] == 0.3
     assert all(profiles.resolve(p, "04_distill", {"hint_weight": None})["hint_weight"] == 0.0
                for p in ("smoke", "demo", "paper"))
 
@@ -129,7 +129,7 @@ def test_release_profile_stages_01_to_04(tmp_path):
                       "window_s", "1.0")
     assert student.name.startswith("size-10k_mode-distill_labeled-mix-0.0_")
     assert json.loads((student / "metrics.json").read_text())["test"][release_corpus.HELDOUT]["n"] > 0
-    assert json.loads((student / "params.json").read_text())["resolved"]["hint_weight"] == 0.1
+    assert json.loads((student / "params.json").read_text())["resolved"]["hint_weight"] == 0.3
     summaries = list((tmp_path / "outputs" / "release" / "cache" / "hints").glob("*/*.safetensors"))
     assert len(summaries) == len(train)  # the teacher's summary of every pool clip, for the hint loss
 

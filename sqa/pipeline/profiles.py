@@ -103,7 +103,7 @@ STAGE_DEFAULTS: dict[str, dict[str, dict]] = {
         "smoke": {"epochs": 2, "lr": 1e-3, "batch_size": 8, "window_s": 4.0, "hint_weight": 0.0},
         "demo": {"epochs": 4, "lr": 1e-3, "batch_size": 16, "window_s": 4.0, "hint_weight": 0.0},
         "paper": {"epochs": 20, "lr": 1e-3, "batch_size": 32, "window_s": 7.68, "hint_weight": 0.0},
-        "release": {"epochs": 6, "lr": 1e-3, "batch_size": 16, "window_s": 4.0, "hint_weight": 0.1},
+        "release": {"epochs": 6, "lr": 1e-3, "batch_size": 16, "window_s": 4.0, "hint_weight": 0.3},
     },
     # stage 05 also reads settings that are not notebook parameters from here (sqa.training.pruning.pruner.settings)
     "05_prune": {
@@ -160,11 +160,12 @@ SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
         "05_prune": [{"size": size} for size in ("1M", "250k")],
     },
     # the shipped students (sqa.pretrained): distilled from the released DistillMOS on the release
-    # pool alone (no labeled mix: its only labels are the teacher's); no pruning, no listening
+    # pool alone (no labeled mix: its only labels are the teacher's); the teacher pruned to 250k,
+    # the paper's alternative, for comparison (not shipped); no listening
     "release": {
         "04_distill": [{"size": size, "mode": "distill", "labeled_mix": "0", "lr": DEMO_STUDENT_LR[size]}
                        for size in ("50k", "250k", "1M")],
-        "05_prune": [],
+        "05_prune": [{"size": "250k"}],
         "07_listen": [],
     },
     "paper": {
