@@ -227,8 +227,8 @@ def test_case4_every_scorer_cuts_windows_a_batch_at_a_time(run_dir, monkeypatch)
     wave = speechlike(40.0, 5)
     model, _ = checkpoint.load(run_dir / "model.safetensors")
     seen: list[int] = []
-    inner = model.forward_window_unit
-    monkeypatch.setattr(model, "forward_window_unit", lambda w: (seen.append(w.shape[0]), inner(w))[1])
+    inner = model.frontend.forward
+    monkeypatch.setattr(model.frontend, "forward", lambda w: (seen.append(w.shape[0]), inner(w))[1])
     with torch.no_grad():
         mos = model(torch.from_numpy(wave)[None]).item()
     assert len(seen) > 3 and max(seen) <= model.window_batch  # 39 windows, never all at once
