@@ -325,3 +325,41 @@ def test_a_parametrized_module_is_refused_for_workers_with_the_way_out(pool, tmp
     model = torch.nn.Sequential(torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 1)))
     with pytest.raises(pseudo_labels.PseudoLabelError, match="parametrized weights.*pass its checkpoint path"):
         pseudo_labels.pseudo_label(model, pool["df"], pool["roots"], tmp_path / "wn", num_workers=2, progress=False)
+
+
+def test_a_checkpoint_is_known_by_its_weights_not_its_file_bytes(pool, tmp_path):
+    """Rewriting the same weights (newer code, other metadata) resumes the job; other weights are
+    refused; a job that recorded the file's SHA-256 (before) resumes and is upgraded."""
+    import torch
+
+    from sqa.models import checkpoint
+    from sqa.models.student import ConvTransformerSQA, preset
+
+    torch.manual_seed(0)
+    model = ConvTransformerSQA(preset("10k"))
+    ckpt = tmp_path / "teacher.safetensors"
+    checkpoint.save(ckpt, model, model.arch, model.checkpoint_config())
+    df, out = pool["df"].iloc[:SHARD], tmp_path / "job"
+    first = pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)
+    record = json.loads((out / "job.json").read_text())["models"][0]
+    assert set(record) == {"kind", "arch", "content_sha256"}
+
+    checkpoint.save(ckpt, model, model.arch, model.checkpoint_config(), extra={"written": "again"})
+    again = pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)
+    pd.testing.assert_frame_equal(again.labels, first.labels)
+
+    job = json.loads((out / "job.json").read_text())
+    job["models"] = [{"kind": "checkpoint", "arch": model.arch, "sha256": pseudo_labels._file_sha256(ckpt)}]
+    (out / "job.json").write_text(json.dumps(job))
+    pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)
+    assert json.loads((out / "job.json").read_text())["models"][0] == record
+
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    checkpoint.save(ckpt, model, model.arch, model.checkpoint_config())
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="different manifest or model.*content_sha256"):
+        pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)
+    job["models"][0]["sha256"] = "0" * 64
+    (out / "job.json").write_text(json.dumps(job))
+    with pytest.raises(pseudo_labels.PseudoLabelError, match="different manifest or model"):
+        pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)

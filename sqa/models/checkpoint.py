@@ -315,3 +315,10 @@ def read_shapes(path: Path | str) -> tuple[CheckpointInfo, dict[str, tuple[int, 
     metadata, shapes = _read_metadata(path)
     return _parse_info(path, metadata), shapes
 
+
+
+def read_tensors(path: Path | str) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors (names -> CPU tensor) after the same checks as :func:`read_info`."""
+    path = Path(path)
+    _read_metadata(path)
+    return safetensors.torch.load_file(str(path), device="cpu")
