@@ -248,3 +248,23 @@ def test_registering_module_is_imported_on_load(tmp_path: pathlib.Path, monkeypa
         "arch": "test-lazy", "config": json.dumps(CONFIG), "builder_module": "os"})
     _assert_refused(outside, "unknown architecture 'test-lazy'")
     assert imported == [imported_module]  # modules outside sqa are never imported
+
+
+def test_the_same_checkpoint_saved_by_separate_processes_has_the_same_bytes(tmp_path: pathlib.Path) -> None:
+    """The safetensors library orders metadata by hash, which differs per process; save() sorts it."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom sqa.models import checkpoint\nfrom sqa.models.student import ConvTransformerSQA, "
+            "preset\ntorch.manual_seed(0)\nm = ConvTransformerSQA(preset('10k'))\n"
+            "checkpoint.save(sys.argv[1], m, m.arch, m.checkpoint_config(), extra={'b': 'x', 'a': [1, 2]})\n")
+    files = [tmp_path / f"run{i}.safetensors" for i in range(3)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert len(digests) == 1
+    with safetensors.safe_open(str(files[0]), framework="pt") as fh:
+        assert len(fh.metadata()) == 7
+    model, info = checkpoint.load(files[0])
+    assert info.extra == {"b": "x", "a": [1, 2]} and info.arch == "conv-transformer-sqa"

@@ -48,3 +48,23 @@ def test_ship_copies_the_latest_release_run_and_exports_it(tmp_path, monkeypatch
     assert sidecar["source"] == "$SQA_OUTPUTS/weights/sqa-10k.safetensors"  # no machine's folder
     with pytest.raises(FileNotFoundError, match="no finished 04_distill run size-50k_mode-distill"):
         ship.release_run("50k")
+
+
+def test_check_says_whether_the_runs_give_the_shipped_files(tmp_path, monkeypatch, capsys):
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("SQA_OUTPUTS", str(outputs))
+    tag = "size-10k_mode-distill_labeled-mix-0.0_seed-0"
+    fake_release_run(outputs, tag, 0)
+    weights = outputs / "weights"
+    ship.ship(weights, sizes=("10k",))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    assert ship.check(weights) == {"sqa-10k": True}
+    assert ship.main(["--check"]) == 0 and "sqa-10k: the same bytes as shipped" in capsys.readouterr().out
+
+    run = outputs / "release" / "04_distill" / tag / "model.safetensors"
+    model, info = checkpoint.load(run)
+    model.head.readout.bias.data += 0.1
+    checkpoint.save(run, model, info.arch, info.config)
+    assert ship.main(["--check"]) == 1 and "sqa-10k: DIFFERS" in capsys.readouterr().out
+    assert json.loads((weights / "models.json").read_text())["sqa-10k"]["sha256"]["safetensors"] == \
+        export.sha256(weights / "sqa-10k.safetensors")

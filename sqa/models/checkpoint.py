@@ -156,7 +156,24 @@ def save(path: Path | str, model: nn.Module, arch: str, config: dict, extra: dic
     tensors = _plain_tensors(model, path)
     with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
     return path
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the file's header in place with its metadata sorted by key. The safetensors library
+    writes metadata in hash order, which changes between processes, so the same weights, config
+    and versions would otherwise get different bytes (and SHA-256) each time they are saved; the
+    reordered header has the same length, so the tensors do not move."""
+    with path.open("r+b") as fh:
+        size = struct.unpack("<Q", fh.read(8))[0]
+        raw = fh.read(size)
+        header = json.loads(raw)
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= size:
+            fh.seek(8)
+            fh.write(text.ljust(size, b" "))
 
 
 def _sniff(path: Path) -> None:

@@ -8,6 +8,7 @@ from, its held-out dev/test agreement with the teacher and the files' SHA-256.
 
     sqa reproduce --profile release        # the pools, the teacher's labels, the students
     python -m sqa.pipeline.ship            # copy + export them into sqa/weights
+    python -m sqa.pipeline.ship --check    # do the runs give the shipped files, byte for byte?
 """
 
 from __future__ import annotations
@@ -61,6 +62,17 @@ def ship(out: Path, profile: str = PROFILE, sizes: tuple[str, ...] = SIZES, seed
     return record
 
 
+def check(shipped: Path, profile: str = PROFILE, seed: int = 0) -> dict[str, bool]:
+    """Ship the runs into a temporary folder; per model, whether both files equal those recorded in
+    ``shipped/models.json`` (same SHA-256)."""
+    import tempfile
+
+    record = json.loads((shipped / "models.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        rebuilt = ship(Path(tmp), profile, tuple(name.removeprefix("sqa-") for name in record), seed)
+    return {name: rebuilt[name]["sha256"] == record[name]["sha256"] for name in record}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -69,9 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="copy the release students into sqa/weights")
     parser.add_argument("--profile", default=PROFILE)
     parser.add_argument("--seed", type=int, default=0, help="the seed of the runs to ship (the sweep's: 0)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 unless the runs give the shipped files byte for byte")
     args = parser.parse_args(argv)
-    ship(pretrained.WEIGHTS_DIR, args.profile, seed=args.seed)
-    return 0
+    if not args.check:
+        ship(pretrained.WEIGHTS_DIR, args.profile, seed=args.seed)
+        return 0
+    same = check(pretrained.WEIGHTS_DIR, args.profile, args.seed)
+    for name, ok in same.items():
+        print(f"{name}: {'the same bytes as shipped' if ok else 'DIFFERS from the shipped files'}", flush=True)
+    return 0 if all(same.values()) else 1
 
 
 if __name__ == "__main__":
