@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 HELPERS = ("__init__", "__main__", "common", "table")
 SLOW = ("demo_corpus", "distill", "pruned_vs_distilled", "demo_e2e", "test_suite", "gpu", "lazy_memory",
-        "score_memory", "release_models", "release_scaling", "release_teachers", "hints")
+        "score_memory", "release_models", "release_scaling", "release_teachers", "hints",
+        "ensemble_students")
 
 
 def benchmarks() -> list[str]:

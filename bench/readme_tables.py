@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import shutil
 import sys
@@ -263,23 +262,35 @@ def release_data_block() -> str:
 
 
 def release_scaling_block() -> str:
-    """The 250k release student's agreement against the size of its pseudo-labeled pool."""
+    """The 250k release student's agreement against the size of its pseudo-labeled pool, without
+    and with the hint loss, and where each series' trend reaches the targets."""
     f, data = _bench("release_scaling")
     if data is None:
         return _unmeasured("release_scaling")
-    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.release_scaling`): the {data['size']} student "
-             f"distilled by stage 04's recipe on random subsets of the {data['pool_clips']:,}-clip pool, PCC with "
-             f"the teacher on the {data['n_test']} held-out test clips (95 % CIs as above).", "",
-             "| pool clips | seeds | PCC, mean ± SD over seeds | PCC per seed [95 % CI] |", "|---|---|---|---|"]
-    for n, row in data["by_clips"].items():
-        points = [p for p in data["points"] if str(p["clips"]) == n]
-        sd = f" ± {row['pcc_sd']:.3f}" if row["pcc_sd"] is not None else ""
-        lines.append(f"| {int(n):,} | {row['seeds']} | {row['pcc_mean']:.3f}{sd} | "
-                     + "; ".join(_ci(p["pcc"]) for p in points) + " |")
-    sizes = list(data["by_clips"].items())
-    (n0, first), (n1, last) = sizes[0], sizes[-1]
-    gain = (last["pcc_mean"] - first["pcc_mean"]) / math.log2(int(n1) / int(n0))
-    lines += ["", f"From {int(n0):,} to {int(n1):,} clips the mean PCC rose by {gain:+.3f} per doubling of the pool."]
+    series = [(f, data)] + sorted((path, json.loads(path.read_text())) for path in BENCH.glob("release_scaling_hint-*.json"))
+    lines = [f"From {', '.join(f'`{path.relative_to(ROOT)}`' for path, _ in series)} (`python -m bench.release_scaling`): "
+             f"the {data['size']} student distilled by stage 04's recipe on random subsets of the "
+             f"{data['pool_clips']:,}-clip pool, PCC with the teacher on the {data['n_test']} held-out test clips "
+             "(95 % CIs as above).", "",
+             "| hint weight | pool clips | seeds | PCC, mean ± SD over seeds | PCC per seed [95 % CI] |",
+             "|---|---|---|---|---|"]
+    trends = []
+    for _, d in series:
+        weight = f"{d.get('hint_weight', 0.0):g}"
+        for n, row in d["by_clips"].items():
+            points = [p for p in d["points"] if str(p["clips"]) == n]
+            sd = f" ± {row['pcc_sd']:.3f}" if row["pcc_sd"] is not None else ""
+            lines.append(f"| {weight} | {int(n):,} | {row['seeds']} | {row['pcc_mean']:.3f}{sd} | "
+                         + "; ".join(_ci(p["pcc"]) for p in points) + " |")
+        t = d.get("trend")
+        if t:
+            reach = ", ".join(f"PCC {k} near {float(f'{v:.2g}'):,.0f} clips" if v else f"PCC {k} never"
+                              for k, v in t["clips_to_reach"].items())
+            trends.append(f"- hint weight {weight}: Fisher z {t['z_per_doubling']:+.3f} per doubling of the pool; "
+                          f"extrapolated, {reach}")
+    if trends:
+        lines += ["", "Trend (a least-squares line of Fisher's z of the test PCC in log2(clips) over every point, "
+                  "extrapolated on the assumption that the gain per doubling stays constant):", *trends]
     return "\n".join(lines) + "\n"
 
 
@@ -298,7 +309,7 @@ def release_hints_block() -> str:
         diffs = [p["test_pcc_minus_plain"] for p in data["points"] if f"{p['weight']:g}" == w and p["weight"]]
         sd = f" ± {row['test_pcc_sd']:.3f}" if row["test_pcc_sd"] is not None else ""
         lines.append(f"| {w} | {row['dev_pcc_mean']:.3f} | {row['test_pcc_mean']:.3f}{sd} | "
-                     + ("; ".join(f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" for d in diffs) or "–")
+                     + ("; ".join(_signed(d) for d in diffs) or "–")
                      + " |")
     lines += ["", f"Chosen by dev PCC: hint weight {data['chosen_by_dev']}."]
     return "\n".join(lines) + "\n"
@@ -318,11 +329,38 @@ def release_teachers_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def ensemble_students_block() -> str:
+    """Students distilled from each release teacher, scored against both."""
+    f, data = _bench("ensemble_students")
+    if data is None:
+        return _unmeasured("ensemble_students")
+    lines = [f"From `{f.relative_to(ROOT)}` (`python -m bench.ensemble_students`): the {data['size']} student "
+             f"distilled by stage 04's recipe (no hint loss) on the same {data['clips']:,} pool clips from each "
+             f"teacher's labels, one run per initialisation seed, PCC on the {data['n_test']} held-out test clips "
+             "with each teacher (mean ± SD over seeds; per seed [95 % CI]).", "",
+             "| distilled from | PCC with DistillMOS | PCC with the ensemble |", "|---|---|---|"]
+    for teacher, row in data["by_teacher"].items():
+        cells = []
+        for ref in ("vs_distillmos", "vs_ensemble"):
+            sd = f" ± {row[ref]['pcc_sd']:.3f}" if row[ref]["pcc_sd"] is not None else ""
+            per_seed = "; ".join(_ci(p[ref]["pcc"]) for p in data["points"] if p["teacher"] == teacher)
+            cells.append(f"{row[ref]['pcc_mean']:.3f}{sd} ({per_seed})")
+        lines.append(f"| {teacher} | " + " | ".join(cells) + " |")
+    lines += ["", "Ensemble student minus DistillMOS student, PCC per seed [paired 95 % CI on the same clips]: "
+              + "; ".join(f"with DistillMOS {_signed(d['vs_distillmos'])}, with the ensemble {_signed(d['vs_ensemble'])}"
+                          for d in data["ensemble_minus_distillmos_student"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _signed(d: dict) -> str:
+    return f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
+
+
 def card_blocks() -> dict[str, str]:
     return {"release-data": release_data_block(), "release-agreement": release_agreement_block(),
             "release-families": release_families_block(), "release-speed": release_speed_block(),
             "release-scaling": release_scaling_block(), "release-hints": release_hints_block(),
-            "release-teachers": release_teachers_block()}
+            "release-teachers": release_teachers_block(), "ensemble-students": ensemble_students_block()}
 
 
 def blocks() -> dict[str, str]:

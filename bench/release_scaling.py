@@ -1,18 +1,23 @@
 """Benchmark: how the release student's agreement with its teacher grows with the pseudo-labeled pool.
 
 The 250k student is distilled by stage 04's training call with the release sweep's settings (the
-profile's epochs, batch size and 4-s windows, the sweep's learning rate; pseudo-labels alone, no
-hint loss: the scaling of plain distillation, as the study was first made; ``bench.hints`` adds it) on
-random subsets of the release pool's pseudo-labeled clips (``--clips``; a seed draws both the
-subset and the initialisation; the whole pool with seed 0 is stage 04's release 250k run without hints),
-then scored on the held-out test clips against the teacher's labels with the clustered bootstrap
-CIs of :mod:`bench.release_models`. Every (clips, seed) point is kept as it is
-finished (``outputs/release/bench/data_scaling``), so an interrupted benchmark resumes.
+profile's epochs, batch size and 4-s windows, the sweep's learning rate; pseudo-labels alone, or
+with the hint loss, ``--hint-weights``) on random subsets of the release pool's pseudo-labeled
+clips (``--clips``; a seed draws both the subset and the initialisation; the whole pool with seed 0
+is stage 04's release 250k run), then scored on the held-out test clips against the teacher's
+labels with the clustered bootstrap CIs of :mod:`bench.release_models`. Every (clips, seed) point
+is kept as it is finished (``outputs/release/bench/data_scaling``; with hints, the folders of
+:mod:`bench.hints`, which trains the same points), so an interrupted benchmark resumes.
 
-Writes ``bench/results/release_scaling.json``: each point, and per subset size the mean and SD of
-the test PCC over seeds.
+The trend: Fisher's z of the test PCC fitted by least squares as a line in log2(clips) over every
+point, and where that line reaches PCC 0.92 and 0.95 -- an extrapolation that assumes the gain per
+doubling stays constant, which it need not.
 
-    python -m bench.release_scaling                  # 1,250 / 2,500 / 5,000 clips x seeds 0, 1, 2
+Writes ``bench/results/release_scaling.json`` (plain distillation) and ``release_scaling_hint-<w>.json``
+(each positive hint weight): each point, per subset size the mean and SD of the test PCC over
+seeds, and the trend.
+
+    python -m bench.release_scaling      # 1,250 / 2,500 / 5,000 clips x seeds 0, 1, 2 x hint weights 0, 0.3
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ PROFILE = "release"
 SIZE = "250k"
 CLIPS = (1250, 2500, 5000)
 SEEDS = (0, 1, 2)
+HINT_WEIGHTS = (0.0, 0.3)  # plain distillation, and the release default
+TARGETS = (0.92, 0.95)
+
+
+def draw(pool, n: int, seed: int):
+    """``n`` rows of ``pool`` drawn at random with ``seed``, in the pool's order."""
+    return pool.iloc[np.sort(np.random.default_rng(seed).permutation(len(pool))[:n])].reset_index(drop=True)
 
 
 def train_point(data: stages.StageData, pool, n: int, seed: int, folder, hint_weight: float = 0.0,
@@ -49,7 +61,7 @@ def train_point(data: stages.StageData, pool, n: int, seed: int, folder, hint_we
 
     p = profiles.resolve(PROFILE, "04_distill", {"epochs": None, "batch_size": None, "window_s": None})
     lr = next(float(s["lr"]) for s in profiles.sweep(PROFILE, "04_distill") if s["size"] == SIZE)
-    subset = pool.iloc[np.sort(np.random.default_rng(seed).permutation(len(pool))[:n])].reset_index(drop=True)
+    subset = draw(pool, n, seed)
     cfg = loop.TrainConfig(epochs=p["epochs"], lr=lr, batch_size=p["batch_size"], seed=seed, device="auto")
     model = stages.build_model(SIZE, window_s=p["window_s"], profile=PROFILE, seed=seed)
     run = runs.Run(PROFILE, "bench", folder.name, folder, {})
@@ -58,39 +70,73 @@ def train_point(data: stages.StageData, pool, n: int, seed: int, folder, hint_we
                       hint_weight=hint_weight)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def scaling_point(data: stages.StageData, pool, test, pseudo_dir, n: int, seed: int, hint_weight: float) -> dict:
+    """Test agreement of the point (clips ``n``, ``seed``, ``hint_weight``), trained once, then read back."""
+    if hint_weight:
+        from .hints import point
+
+        return {k: v for k, v in point(data, pool, test, pseudo_dir, n, seed, hint_weight).items() if k != "preds"}
+    folder = paths.profile_dir(PROFILE) / "bench" / "data_scaling" / f"clips-{n}_seed-{seed}"
+    done = folder / "agreement.json"
+    if not done.is_file():
+        model = train_point(data, pool, n, seed, folder)[1]
+        atomic.write_json(done, agreement(model, test, data)["overall"])
+    return json.loads(done.read_text())
+
+
+def trend(points: list[dict]) -> dict:
+    """Fisher's z of the test PCC as a least-squares line in log2(clips); the clips where it reaches
+    each of ``TARGETS`` (None where the line does not rise); None with fewer than two pool sizes."""
+    if len({p["clips"] for p in points}) < 2:
+        return None
+    x = np.log2([p["clips"] for p in points])
+    z = np.arctanh([p["pcc"]["estimate"] for p in points])
+    slope, intercept = np.polyfit(x, z, 1)
+    reach = {f"{t:g}": float(2 ** ((np.arctanh(t) - intercept) / slope)) if slope > 0 else None for t in TARGETS}
+    return {"z_per_doubling": float(slope), "z_intercept": float(intercept), "clips_to_reach": reach}
+
+
+def results_file(hint_weight: float):
+    name = "release_scaling" + (f"_hint-{hint_weight:g}" if hint_weight else "")
+    return results_dir() / f"{name}.json"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, nargs="+", default=list(CLIPS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--hint-weights", type=float, nargs="+", default=list(HINT_WEIGHTS))
     args = parser.parse_args(argv)
     pseudo_dir = runs.latest(PROFILE, "03_pseudo_labels")
     test, data = heldout_test(PROFILE, stages.manifest_of(pseudo_dir))
     pool = stages.pseudo_frame(data, pseudo_dir)
     if max(args.clips) > len(pool):
         raise SystemExit(f"--clips {max(args.clips)}: the pool has {len(pool)} pseudo-labeled clips")
+    return [series(data, pool, test, pseudo_dir, args.clips, args.seeds, w) for w in args.hint_weights]
+
+
+def series(data: stages.StageData, pool, test, pseudo_dir, clips: list[int], seeds: list[int],
+           hint_weight: float) -> dict:
+    """Every (clips, seed) point with ``hint_weight``, written to :func:`results_file`."""
     points = []
-    for n in args.clips:
-        for seed in args.seeds:
-            folder = paths.profile_dir(PROFILE) / "bench" / "data_scaling" / f"clips-{n}_seed-{seed}"
-            done = folder / "agreement.json"
-            if not done.is_file():
-                model = train_point(data, pool, n, seed, folder, hint_weight=0.0)[1]
-                atomic.write_json(done, agreement(model, test, data)["overall"])
-            overall = json.loads(done.read_text())
+    for n in clips:
+        for seed in seeds:
+            overall = scaling_point(data, pool, test, pseudo_dir, n, seed, hint_weight)
             points.append({"clips": n, "seed": seed, **overall})
-            print(f"{n} clips, seed {seed}: PCC {overall['pcc']['estimate']:.3f}", flush=True)
+            print(f"hint weight {hint_weight:g}, {n} clips, seed {seed}: PCC {overall['pcc']['estimate']:.3f}",
+                  flush=True)
     points.sort(key=lambda p: (p["clips"], p["seed"]))
     summary = {}
-    for n in sorted(args.clips):
+    for n in sorted(clips):
         pcc = [p["pcc"]["estimate"] for p in points if p["clips"] == n]
         summary[str(n)] = {"seeds": len(pcc), "pcc_mean": float(np.mean(pcc)),
                            "pcc_sd": float(np.std(pcc, ddof=1)) if len(pcc) > 1 else None}
-    result = {"machine": machine(), "profile": PROFILE, "size": SIZE, "pseudo_labels": pseudo_dir.name,
-              "pool_clips": int(len(pool)), "n_test": int(len(test)), "points": points, "by_clips": summary}
-    atomic.write_json(results_dir() / "release_scaling.json", result)
+    result = {"machine": machine(), "profile": PROFILE, "size": SIZE, "hint_weight": hint_weight,
+              "pseudo_labels": pseudo_dir.name, "pool_clips": int(len(pool)), "n_test": int(len(test)),
+              "points": points, "by_clips": summary, "trend": trend(points)}
+    atomic.write_json(results_file(hint_weight), result)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
-    print(json.dumps({"written": str(results_dir() / "release_scaling.json")}))
+    print(json.dumps({"written": [str(results_file(r["hint_weight"])) for r in main(sys.argv[1:])]}))

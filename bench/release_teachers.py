@@ -25,7 +25,7 @@ import json  # noqa: E402
 
 from sqa import atomic, paths, pretrained  # noqa: E402
 from sqa.models import checkpoint  # noqa: E402
-from sqa.models.ensemble import EnsembleTeacher  # noqa: E402
+from sqa.models.ensemble import MEMBERS, EnsembleTeacher  # noqa: E402
 from sqa.training.pseudo_labels import placement, pseudo_label  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
@@ -34,19 +34,24 @@ from .release_models import _ci, agreement, heldout_test  # noqa: E402
 PROFILE = "release"
 
 
+def ensemble_scores(clips, data, folder: str, workers: int = 0):
+    """The ensemble's score of every clip of ``clips`` (a Series by utt_id), labeled as stage 03
+    labels (resumable, in ``outputs/release/bench/<folder>``); a clip that fails stops the benchmark."""
+    out = paths.profile_dir(PROFILE) / "bench" / folder
+    result = pseudo_label(EnsembleTeacher(), clips, data.roots, out, batch_size=4, shard_size=32,
+                          **placement("auto", workers))
+    if result.n_failed:
+        raise SystemExit(f"the ensemble failed on {result.n_failed} clips of {out}: {result.failures}")
+    return result.labels.set_index("utt_id")["pseudo_mos"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=0, help="scoring processes; 0: one per CPU core on the "
                         "CPU, one per GPU on GPUs (as stage 03 places them)")
     args = parser.parse_args(argv)
     test, data = heldout_test(PROFILE)
-    ensemble = EnsembleTeacher()
-    out = paths.profile_dir(PROFILE) / "bench" / "ensemble_heldout"
-    result = pseudo_label(ensemble, test, data.roots, out, batch_size=4, shard_size=32,
-                          **placement("auto", args.workers))
-    if result.n_failed:
-        raise SystemExit(f"the ensemble failed on {result.n_failed} held-out clips: {result.failures}")
-    scores = result.labels.set_index("utt_id")["pseudo_mos"]
+    scores = ensemble_scores(test, data, "ensemble_heldout", args.workers)
     both = test.assign(pred=test["mos"], mos=test["utt_id"].map(scores), group="all")
     rows = {"distillmos (the shipped students' teacher)": {"agreement": {"overall": _ci(both, "group")["all"]}}}
     against_ensemble = test.assign(mos=both["mos"])
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows[name] = {"agreement": agreement(model.eval(), against_ensemble, data)}
         print(f"{name} vs the ensemble: PCC {rows[name]['agreement']['overall']['pcc']['estimate']:.3f}", flush=True)
     report = {"machine": machine(), "profile": PROFILE, "manifest": str(data.source.name), "n_test": int(len(test)),
-              "ensemble_members": list(ensemble.members), "reference": "ensemble", "models": rows}
+              "ensemble_members": list(MEMBERS), "reference": "ensemble", "models": rows}
     atomic.write_json(results_dir() / "release_teachers.json", report)
     return report
 

@@ -332,6 +332,7 @@ def test_a_checkpoint_is_known_by_its_weights_not_its_file_bytes(pool, tmp_path)
     refused; a job that recorded the file's SHA-256 (before) resumes and is upgraded."""
     import torch
 
+    from sqa import export
     from sqa.models import checkpoint
     from sqa.models.student import ConvTransformerSQA, preset
 
@@ -349,7 +350,7 @@ def test_a_checkpoint_is_known_by_its_weights_not_its_file_bytes(pool, tmp_path)
     pd.testing.assert_frame_equal(again.labels, first.labels)
 
     job = json.loads((out / "job.json").read_text())
-    job["models"] = [{"kind": "checkpoint", "arch": model.arch, "sha256": pseudo_labels._file_sha256(ckpt)}]
+    job["models"] = [{"kind": "checkpoint", "arch": model.arch, "sha256": export.sha256(ckpt)}]
     (out / "job.json").write_text(json.dumps(job))
     pseudo_labels.pseudo_label(ckpt, df, pool["roots"], out, shard_size=SHARD, progress=False)
     assert json.loads((out / "job.json").read_text())["models"][0] == record

@@ -53,3 +53,35 @@ def test_test_suite_outcome_is_read_from_pytests_closing_line():
 def test_model_card_tables_equal_what_the_committed_files_give():
     text = readme_tables.MODEL_CARD.read_text()
     assert readme_tables.render(text, readme_tables.card_blocks(), "models.md") == text
+
+
+def test_the_scaling_trend_recovers_a_known_line_and_its_crossings():
+    import numpy as np
+
+    from bench import release_scaling
+
+    points = [{"clips": n, "pcc": {"estimate": float(np.tanh(0.2 + 0.1 * np.log2(n)))}} for n in (1000, 2000, 4000)]
+    trend = release_scaling.trend(points)
+    assert trend["z_per_doubling"] == pytest.approx(0.1) and trend["z_intercept"] == pytest.approx(0.2)
+    assert trend["clips_to_reach"]["0.92"] == pytest.approx(2 ** ((np.arctanh(0.92) - 0.2) / 0.1))
+    falling = [{**p, "pcc": {"estimate": 0.9 - 0.01 * i}} for i, p in enumerate(points)]
+    assert release_scaling.trend(falling)["clips_to_reach"] == {"0.92": None, "0.95": None}
+    assert release_scaling.trend(points[:1]) is None
+
+
+def test_the_scaling_block_lists_every_hint_series(tmp_path, monkeypatch):
+    def series(weight, pcc):
+        points = [{"clips": n, "seed": 0, "pcc": {"estimate": p, "lo": p - 0.1, "hi": p + 0.05}}
+                  for n, p in zip((1000, 2000), pcc)]
+        return {"size": "250k", "pool_clips": 2000, "n_test": 10, "hint_weight": weight, "points": points,
+                "by_clips": {str(q["clips"]): {"seeds": 1, "pcc_mean": q["pcc"]["estimate"], "pcc_sd": None}
+                             for q in points},
+                "trend": {"z_per_doubling": 0.1, "z_intercept": 0.0, "clips_to_reach": {"0.92": 12845.0, "0.95": None}}}
+
+    monkeypatch.setattr(readme_tables, "BENCH", tmp_path)
+    monkeypatch.setattr(readme_tables, "ROOT", tmp_path)
+    (tmp_path / "release_scaling.json").write_text(json.dumps(series(0.0, (0.5, 0.6))))
+    (tmp_path / "release_scaling_hint-0.3.json").write_text(json.dumps(series(0.3, (0.7, 0.8))))
+    block = readme_tables.release_scaling_block()
+    assert "| 0 | 1,000 | 1 | 0.500 |" in block and "| 0.3 | 2,000 | 1 | 0.800 |" in block
+    assert block.count("PCC 0.92 near 13,000 clips, PCC 0.95 never") == 2  # two significant digits

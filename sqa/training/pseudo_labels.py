@@ -54,6 +54,7 @@ import pandas as pd
 
 from sqa import atomic
 from sqa.data import audio, manifest
+from sqa.training.model_identity import model_identity, qualname, upgrade_file_hashes
 
 if TYPE_CHECKING:
     import torch
@@ -155,48 +156,6 @@ def shard_path(out_dir: Path | str, index: int) -> Path:
     return Path(out_dir) / "shards" / f"shard-{index:05d}.parquet"
 
 
-def model_identity(model: ModelLike) -> dict[str, str]:
-    """What a job remembers about a model: a checkpoint's architecture, config and weights (not
-    the file's bytes, which also hold the versions of the code that wrote it), a module's class +
-    weights, or a callable's qualified name (its internals are not hashed). A module and its
-    checkpoint file are different identities."""
-    import torch
-
-    if isinstance(model, (str, Path)):
-        from sqa.models import checkpoint
-
-        info = checkpoint.read_info(model)
-        digest = hashlib.sha256(json.dumps(info.config, sort_keys=True).encode())
-        _hash_tensors(digest, dict(sorted(checkpoint.read_tensors(model).items())))
-        return {"kind": "checkpoint", "arch": info.arch, "content_sha256": digest.hexdigest()}
-    if isinstance(model, torch.nn.Module):
-        digest = hashlib.sha256()
-        _hash_tensors(digest, model.state_dict())
-        return {"kind": "module", "class": _qualname(type(model)), "sha256": digest.hexdigest()}
-    return {"kind": "callable", "name": _qualname(model)}
-
-
-def _hash_tensors(digest, tensors: Mapping[str, Any]) -> None:
-    import torch
-
-    for name, t in tensors.items():
-        t = t.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-
-
-def _file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
 def _check_args(models: list, df: pd.DataFrame, roots: Mapping[str, Path], batch_size: int,
                 shard_size: int, num_workers: int, devices: Sequence[str] | None) -> None:
     if not models:
@@ -263,7 +222,7 @@ def _check_job(out_dir: Path, df: pd.DataFrame, shard_size: int, models: list, a
         atomic.write_json(job_file, want)
         return
     have = json.loads(job_file.read_text())
-    if _upgrade_file_hashes(have, models, want):
+    if upgrade_file_hashes(have, models, want):
         atomic.write_json(job_file, have)
     diffs = [f"{key}: job has {have.get(key)!r}, this call has {want[key]!r}"
              for key in ("format", "n_rows", "manifest_sha256", "shard_size", "models", "amp")
@@ -271,20 +230,6 @@ def _check_job(out_dir: Path, df: pd.DataFrame, shard_size: int, models: list, a
     if diffs:
         raise PseudoLabelError(f"{out_dir} holds a pseudo-labeling job for a different manifest or model; "
                                f"refusing to resume it ({'; '.join(diffs)}). Use a new out_dir or delete this one.")
-
-
-def _upgrade_file_hashes(have: dict, models: list, want: dict) -> bool:
-    """Jobs written before checkpoints were identified by content hold the file's SHA-256; where
-    the file is still that file, its record becomes the content identity (True if any did)."""
-    records = have.get("models")
-    if not isinstance(records, list) or len(records) != len(models):
-        return False
-    changed = False
-    for i, (record, model) in enumerate(zip(records, models)):
-        if (isinstance(record, dict) and record.get("kind") == "checkpoint" and "sha256" in record
-                and isinstance(model, (str, Path)) and record["sha256"] == _file_sha256(model)):
-            records[i], changed = want["models"][i], True
-    return changed
 
 
 def _plan(df: pd.DataFrame, roots: Mapping[str, Path], shard_size: int) -> list[_Shard]:
@@ -472,7 +417,7 @@ class _Scorer:
                 raise ValueError(f"returned shape {out.shape}, expected ({len(batch)},)")
         except Exception as err:
             raise RuntimeError(
-                f"model {m} ({_qualname(model)}) failed on shard {shard}, a batch of {len(batch)} clips "
+                f"model {m} ({qualname(model)}) failed on shard {shard}, a batch of {len(batch)} clips "
                 f"x {batch.shape[1]} samples ({', '.join(utts[:3])}{', ...' if len(utts) > 3 else ''}): "
                 f"{type(err).__name__}: {err}") from err
         return out.reshape(-1)
@@ -561,14 +506,14 @@ def _check_picklable(models: list) -> None:
             continue
         if isinstance(m, torch.nn.Module) and any(parametrize.is_parametrized(x) for x in m.modules()):
             raise PseudoLabelError(
-                f"model {i} ({_qualname(m)}) has parametrized weights (e.g. weight norm) and cannot be pickled "
+                f"model {i} ({qualname(m)}) has parametrized weights (e.g. weight norm) and cannot be pickled "
                 "to worker processes; pass its checkpoint path instead (each worker loads it), or use "
                 "num_workers=1")
         try:
             pickle.dumps(type(m) if isinstance(m, torch.nn.Module) else m)
         except Exception as err:
             raise PseudoLabelError(
-                f"model {i} ({_qualname(m)}) cannot be sent to worker processes: {err}; define it at module "
+                f"model {i} ({qualname(m)}) cannot be sent to worker processes: {err}; define it at module "
                 "level of an importable module, pass a checkpoint path, or use num_workers=1") from err
 
 
