@@ -347,7 +347,8 @@ def ensemble_students_block() -> str:
             cells.append(f"{row[ref]['pcc_mean']:.3f}{sd} ({per_seed})")
         lines.append(f"| {teacher} | " + " | ".join(cells) + " |")
     lines += ["", "Ensemble student minus DistillMOS student, PCC per seed [paired 95 % CI on the same clips]: "
-              + "; ".join(f"with DistillMOS {_signed(d['vs_distillmos'])}, with the ensemble {_signed(d['vs_ensemble'])}"
+              + "; ".join(f"seed {d['seed']}: with DistillMOS {_signed(d['vs_distillmos'])}, with the ensemble "
+                          f"{_signed(d['vs_ensemble'])}"
                           for d in data["ensemble_minus_distillmos_student"]) + "."]
     return "\n".join(lines) + "\n"
 
