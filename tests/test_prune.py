@@ -199,6 +199,26 @@ def test_prune_to_meets_the_target_and_round_trips(kind, size, backbone, tmp_pat
     assert again.params_before == result.params_after and again.params_after < result.params_after
 
 
+def test_a_re_entered_run_reads_its_pruned_model_back_instead_of_pruning_again(tmp_path, monkeypatch):
+    from sqa.pipeline import runs
+
+    model = make_student()
+    run = runs.Run("smoke", "05_prune", "t", tmp_path / "run", {})
+    run.dir.mkdir()
+    drawn = []
+    first = pruner.prune_once(run, model, lambda: drawn.append(1) or calibration(model), "60%", steps=2,
+                              recover_steps=1, progress=False)
+    assert run.path("pruned.safetensors").is_file() and len(drawn) == 1
+    monkeypatch.setattr(pruner, "prune_to", lambda *a, **k: pytest.fail("pruned again"))
+    again = pruner.prune_once(run, model, lambda: pytest.fail("calibrated again"), "60%")
+    assert (again.params_before, again.params_after, again.target) == (
+        first.params_before, first.params_after, first.target)
+    assert again.history.equals(first.history) and not again.model.training
+    x = waves(2, 2.0, seed=4)
+    with torch.no_grad():
+        assert torch.equal(again.model(x), first.model(x))
+
+
 def test_l0_gates_meet_the_target_and_leave_no_masks():
     model = make_student()
     cal = calibration(model, n=4)

@@ -188,6 +188,28 @@ def prune_to(model: "nn.Module", size: str | int, calibration: "Calibration", me
     return PruneResult(out.model.eval(), out.history, before, after, target, method)
 
 
+def prune_once(run: runs.Run, model: "nn.Module", calibrate, size: str | int, method: str = "taylor",
+               **kwargs) -> PruneResult:
+    """:func:`prune_to` on the calibration set ``calibrate()`` makes, done once per run: the pruned
+    model (``pruned.safetensors``, before fine-tuning) and its history (``prune_history.csv``)
+    are kept in the run folder, so a re-entered run (same identity) reads them back instead of
+    pruning again."""
+    from sqa import atomic
+    from sqa.models import checkpoint
+
+    saved, history = run.path("pruned.safetensors"), run.path("prune_history.csv")
+    if saved.is_file() and history.is_file():
+        pruned, _ = checkpoint.load(saved)
+        before = count_params(model)
+        return PruneResult(pruned.eval(), pd.read_csv(history), before, count_params(pruned),
+                           parse_size(size, before), method)
+    result = prune_to(model, size, calibrate(), method, **kwargs)
+    atomic.write_text(history, result.history.to_csv(index=False))
+    checkpoint.save(saved, result.model, result.model.arch, result.model.checkpoint_config(),
+                    extra={"stage": run.stage, "tag": run.tag, "state": "pruned, not fine-tuned"})
+    return result
+
+
 # ---------------------------------------------------------------- reports
 
 
@@ -295,12 +317,11 @@ def calibration_pool(data) -> pd.DataFrame:
     return df[df["split"].isin(["train", "unlabeled"])].reset_index(drop=True)
 
 
-def save_report(run: runs.Run, result: PruneResult, units: pd.DataFrame) -> None:
-    """``prune_history.csv`` and ``kept_units.csv`` in the run folder."""
+def save_report(run: runs.Run, units: pd.DataFrame) -> None:
+    """``kept_units.csv`` in the run folder (:func:`prune_once` keeps ``prune_history.csv``)."""
     from sqa import atomic
 
-    for name, frame in (("prune_history.csv", result.history), ("kept_units.csv", units)):
-        atomic.write_text(run.path(name), frame.to_csv(index=False))
+    atomic.write_text(run.path("kept_units.csv"), units.to_csv(index=False))
 
 
 def speed(before: "nn.Module", after: "nn.Module", repeats: int, seconds: float = 4.0) -> dict:
