@@ -12,8 +12,9 @@ those clips twice: from the ensemble's labels and from DistillMOS's. Each studen
 held-out test clips against both teachers (clustered bootstrap 95 % CIs), and per seed the two
 students' PCC with each teacher is compared with a paired 95 % CI on the same clips.
 
-Each student's test predictions are kept when it is trained (``outputs/release/bench/ensemble_students``),
-so an interrupted benchmark resumes. Writes ``bench/results/ensemble_students.json``.
+Each student's test predictions are kept when it is trained (``outputs/release/bench/ensemble_students``,
+:func:`bench.release_scaling.student`), so an interrupted benchmark resumes. Writes
+``bench/results/ensemble_students.json``.
 
     python -m bench.ensemble_students           # seeds 0, 1, 2
 """
@@ -32,13 +33,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sqa import atomic, paths  # noqa: E402
-from sqa.analysis import predictions  # noqa: E402
 from sqa.pipeline import runs, stages  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
 from .hints import paired  # noqa: E402
 from .release_models import _ci, heldout_test  # noqa: E402
-from .release_scaling import PROFILE, SIZE, draw, train_point  # noqa: E402
+from .release_scaling import PROFILE, SIZE, draw, student  # noqa: E402
 from .release_teachers import ensemble_scores  # noqa: E402
 
 CLIPS = 1250
@@ -51,18 +51,6 @@ def relabeled(data: stages.StageData, scores: pd.Series) -> stages.StageData:
     """``data`` with the MOS of every clip in ``scores`` (by utt_id) replaced by that score."""
     found = data.manifest["utt_id"].map(scores)
     return stages.StageData(data.manifest.assign(mos=found.fillna(data.manifest["mos"])), data.roots, data.source)
-
-
-def student_predictions(data: stages.StageData, subset: pd.DataFrame, test: pd.DataFrame, seed: int,
-                        folder) -> tuple[pd.DataFrame, float]:
-    """Test predictions and best dev PCC of the student distilled on ``subset`` (trained once, then read back)."""
-    done, preds_file = folder / "result.json", folder / "test_predictions.csv"
-    if not done.is_file():
-        result, model = train_point(data, subset, len(subset), seed, folder)
-        preds = predictions.predict(model, test, data.roots, desc="held-out test")[["utt_id", "pred"]]
-        atomic.write_text(preds_file, preds.to_csv(index=False))
-        atomic.write_json(done, {"best_dev_pcc": result.best_dev_pcc, "best_epoch": result.best_epoch})
-    return pd.read_csv(preds_file), json.loads(done.read_text())["best_dev_pcc"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         for teacher, (teacher_data, clips) in setups.items():
             folder = paths.profile_dir(PROFILE) / "bench" / "ensemble_students" / f"teacher-{teacher}_seed-{seed}"
-            preds[teacher, seed], dev_pcc = student_predictions(teacher_data, clips, test, seed, folder)
-            row = {"teacher": teacher, "seed": seed, "best_dev_pcc": dev_pcc}
+            r = student(teacher_data, clips, test, len(clips), seed, folder)
+            preds[teacher, seed] = r["preds"]
+            row = {"teacher": teacher, "seed": seed, "best_dev_pcc": r["best_dev_pcc"]}
             for ref, target in targets.items():
                 df = target.merge(preds[teacher, seed], on="utt_id", validate="1:1")
                 row[f"vs_{ref}"] = _ci(df.assign(group="all"), "group")["all"]

@@ -9,8 +9,8 @@ held-out test clips against the teacher. The release default is the weight with 
 dev PCC; test clips never choose. Per weight > 0 and seed, the test PCC difference to weight 0
 has a paired clustered-bootstrap 95 % CI on the same clips (:func:`sqa.analysis.metrics.paired_bootstrap_diff`).
 
-Each point is kept when finished (``outputs/release/bench/hints``), so an interrupted benchmark
-resumes. Writes ``bench/results/hints.json``.
+Each point is kept when finished (:func:`bench.release_scaling.student`), so an interrupted
+benchmark resumes. Writes ``bench/results/hints.json``.
 
     python -m bench.hints                   # weights 0, 0.3, 1 x seeds 0, 1, 2 on 1,250 clips
 """
@@ -28,30 +28,17 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sqa import atomic, paths  # noqa: E402
-from sqa.analysis import metrics, predictions  # noqa: E402
+from sqa import atomic  # noqa: E402
+from sqa.analysis import metrics  # noqa: E402
 from sqa.pipeline import runs, stages  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
-from .release_models import agreement, heldout_test  # noqa: E402
-from .release_scaling import PROFILE, SIZE, train_point  # noqa: E402
+from .release_models import heldout_test  # noqa: E402
+from .release_scaling import PROFILE, SIZE, scaling_point  # noqa: E402
 
 WEIGHTS = (0.0, 0.3, 1.0)
 SEEDS = (0, 1, 2)
 CLIPS = 1250
-
-
-def point(data, pool, test, pseudo_dir, clips: int, seed: int, weight: float) -> dict:
-    """One run's dev and test agreement and its test predictions (computed once, then read back)."""
-    folder = paths.profile_dir(PROFILE) / "bench" / "hints" / f"clips-{clips}_seed-{seed}_hint-{weight:g}"
-    done, preds_file = folder / "agreement.json", folder / "test_predictions.csv"
-    if not done.is_file():
-        result, model = train_point(data, pool, clips, seed, folder, hint_weight=weight, pseudo_dir=pseudo_dir)
-        preds = predictions.predict(model, test, data.roots, desc="held-out test")[["utt_id", "pred"]]
-        atomic.write_text(preds_file, preds.to_csv(index=False))
-        atomic.write_json(done, {"best_dev_pcc": result.best_dev_pcc, "best_epoch": result.best_epoch,
-                                 **agreement(model, test, data)["overall"]})
-    return {**json.loads(done.read_text()), "preds": pd.read_csv(preds_file)}
 
 
 def paired(test: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame) -> dict:
@@ -73,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     pseudo_dir = runs.latest(PROFILE, "03_pseudo_labels")
     test, data = heldout_test(PROFILE, stages.manifest_of(pseudo_dir))
     pool = stages.pseudo_frame(data, pseudo_dir)
-    runs_by = {(w, s): point(data, pool, test, pseudo_dir, args.clips, s, w) for s in args.seeds for w in args.weights}
+    runs_by = {(w, s): scaling_point(data, pool, test, pseudo_dir, args.clips, s, w)
+               for s in args.seeds for w in args.weights}
     points = []
     for (w, s), r in sorted(runs_by.items()):
         row = {"weight": w, "seed": s, "best_dev_pcc": r["best_dev_pcc"], "best_epoch": r["best_epoch"],

@@ -75,9 +75,13 @@ def _ci(df: pd.DataFrame, by: str) -> dict:
 
 def agreement(model: torch.nn.Module, test: pd.DataFrame, data: stages.StageData) -> dict:
     """Scores against the teacher on the held-out test clips: overall and per degradation family."""
-    preds = predictions.predict(model, test, data.roots, desc="held-out test")
+    return agreement_of(predictions.predict(model, test, data.roots, desc="held-out test"), test)
+
+
+def agreement_of(preds: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """:func:`agreement` of predictions already made (``utt_id``, ``pred``; one per test clip)."""
     df = test[["utt_id", "corpus", "mos", "source_id", "sys_id", "chain"]].merge(preds[["utt_id", "pred"]],
-                                                                                 on="utt_id")
+                                                                                 on="utt_id", validate="1:1")
     overall = _ci(df.assign(group="all"), "group")["all"]
     per_family = df.assign(family=df["chain"].map(families)).explode("family")
     per_family["utt_id"] = per_family["utt_id"] + "#" + per_family["family"]  # a clip once per family

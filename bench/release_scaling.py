@@ -6,8 +6,9 @@ with the hint loss, ``--hint-weights``) on random subsets of the release pool's 
 clips (``--clips``; a seed draws both the subset and the initialisation; the whole pool with seed 0
 is stage 04's release 250k run), then scored on the held-out test clips against the teacher's
 labels with the clustered bootstrap CIs of :mod:`bench.release_models`. Every (clips, seed) point
-is kept as it is finished (``outputs/release/bench/data_scaling``; with hints, the folders of
-:mod:`bench.hints`, which trains the same points), so an interrupted benchmark resumes.
+is kept as it is finished (``outputs/release/bench/students``, shared with :mod:`bench.hints` and
+:mod:`bench.ensemble_students`, with the labels it learned: a point made with other labels is
+trained again), so an interrupted benchmark resumes.
 
 The trend: Fisher's z of the test PCC fitted by least squares as a line in log2(clips) over every
 point, and where that line reaches PCC 0.92 and 0.95 -- an extrapolation that assumes the gain per
@@ -28,15 +29,20 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from sqa import atomic, paths  # noqa: E402
+from sqa.analysis import predictions  # noqa: E402
 from sqa.pipeline import profiles, runs, stages  # noqa: E402
 
 from .common import machine, results_dir  # noqa: E402
-from .release_models import agreement, heldout_test  # noqa: E402
+from .release_models import agreement_of, heldout_test  # noqa: E402
 
 PROFILE = "release"
 SIZE = "250k"
@@ -70,18 +76,42 @@ def train_point(data: stages.StageData, pool, n: int, seed: int, folder, hint_we
                       hint_weight=hint_weight)
 
 
-def scaling_point(data: stages.StageData, pool, test, pseudo_dir, n: int, seed: int, hint_weight: float) -> dict:
-    """Test agreement of the point (clips ``n``, ``seed``, ``hint_weight``), trained once, then read back."""
-    if hint_weight:
-        from .hints import point
+def labels_fingerprint(subset, dev) -> str:
+    """What a point learned from: the training clips' pseudo-labels and the dev clips' labels (which
+    choose its best epoch), every digit."""
+    text = subset[["utt_id", "pseudo_mos"]].to_csv(index=False) + dev[["utt_id", "mos"]].to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-        return {k: v for k, v in point(data, pool, test, pseudo_dir, n, seed, hint_weight).items() if k != "preds"}
-    folder = paths.profile_dir(PROFILE) / "bench" / "data_scaling" / f"clips-{n}_seed-{seed}"
-    done = folder / "agreement.json"
-    if not done.is_file():
-        model = train_point(data, pool, n, seed, folder)[1]
-        atomic.write_json(done, agreement(model, test, data)["overall"])
-    return json.loads(done.read_text())
+
+def student(data: stages.StageData, pool, test, n: int, seed: int, folder: Path, hint_weight: float = 0.0,
+            pseudo_dir=None) -> dict:
+    """:func:`train_point`, kept in ``folder`` once trained: its best dev PCC and epoch and its
+    ``preds`` on ``test``. A folder made with other labels (or that does not say which,
+    ``labels.txt``) is trained again from scratch, and says so."""
+    done, preds_file, seen = folder / "student.json", folder / "test_predictions.csv", folder / "labels.txt"
+    labels = labels_fingerprint(draw(pool, n, seed), data.split("dev"))
+    if folder.exists() and (not seen.is_file() or seen.read_text() != labels):
+        print(f"{folder}: made with other labels than the current ones (or does not say which); training again",
+              flush=True)
+        shutil.rmtree(folder)
+    if not done.is_file():  # labels.txt comes first: an interrupted training of the same labels resumes
+        atomic.write_text(seen, labels)
+        result, model = train_point(data, pool, n, seed, folder, hint_weight=hint_weight, pseudo_dir=pseudo_dir)
+        preds = predictions.predict(model, test, data.roots, desc="held-out test")[["utt_id", "pred"]]
+        atomic.write_text(preds_file, preds.to_csv(index=False))
+        atomic.write_json(done, {"best_dev_pcc": result.best_dev_pcc, "best_epoch": result.best_epoch})
+    return {**json.loads(done.read_text()), "preds": pd.read_csv(preds_file)}
+
+
+def scaling_point(data: stages.StageData, pool, test, pseudo_dir, n: int, seed: int, hint_weight: float) -> dict:
+    """The point (clips ``n``, ``seed``, ``hint_weight``): best dev PCC and epoch, test predictions
+    and the test agreement (overall) that they give."""
+    r = student(data, pool, test, n, seed, point_folder(n, seed, hint_weight), hint_weight, pseudo_dir)
+    return {**r, **agreement_of(r["preds"], test)["overall"]}
+
+
+def point_folder(n: int, seed: int, hint_weight: float) -> Path:
+    return paths.profile_dir(PROFILE) / "bench" / "students" / f"clips-{n}_seed-{seed}_hint-{hint_weight:g}"
 
 
 def trend(points: list[dict]) -> dict:
@@ -121,7 +151,8 @@ def series(data: stages.StageData, pool, test, pseudo_dir, clips: list[int], see
     points = []
     for n in clips:
         for seed in seeds:
-            overall = scaling_point(data, pool, test, pseudo_dir, n, seed, hint_weight)
+            overall = {k: v for k, v in scaling_point(data, pool, test, pseudo_dir, n, seed, hint_weight).items()
+                       if k != "preds"}
             points.append({"clips": n, "seed": seed, **overall})
             print(f"hint weight {hint_weight:g}, {n} clips, seed {seed}: PCC {overall['pcc']['estimate']:.3f}",
                   flush=True)
