@@ -353,6 +353,33 @@ def ensemble_students_block() -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_pruning_block() -> str:
+    """The teacher pruned (stage 05) beside the student distilled to the same size, from notebook
+    06's published release tables (test PCC with the teacher; paired difference on the same clips)."""
+    import pandas as pd
+
+    folder = RESULTS / "release"
+    if not (folder / "comparisons.csv").is_file():
+        return results_block("release")
+    pcc = pd.read_csv(folder / "results_pcc.csv").set_index("label")
+    cmp = pd.read_csv(folder / "comparisons.csv")
+    col = "release-heldout"
+
+    def cell(label: str) -> str:
+        r = pcc.loc[label]
+        return f"{r[col]:.3f} [{r[f'{col}_lo']:.3f}, {r[f'{col}_hi']:.3f}]"
+
+    lines = ["From `docs/results/release/` (notebook 06 of the release runs): test PCC with the teacher on the "
+             "held-out test clips, 95 % CIs; the difference is paired (same clips, same resamples).", "",
+             "| size | pruned: params | pruned PCC | distilled PCC | pruned minus distilled | verdict |",
+             "|---|---|---|---|---|---|"]
+    for _, r in cmp.iterrows():
+        diff = _signed({"estimate": r["difference"], "lo": r["lo"], "hi": r["hi"]})
+        lines.append(f"| {r['size']} | {_count(pcc.loc[r['a'], 'params'])} | {cell(r['a'])} | {cell(r['b'])} "
+                     f"| {diff} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _signed(d: dict) -> str:
     return f"{d['estimate']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
 
@@ -361,7 +388,8 @@ def card_blocks() -> dict[str, str]:
     return {"release-data": release_data_block(), "release-agreement": release_agreement_block(),
             "release-families": release_families_block(), "release-speed": release_speed_block(),
             "release-scaling": release_scaling_block(), "release-hints": release_hints_block(),
-            "release-teachers": release_teachers_block(), "ensemble-students": ensemble_students_block()}
+            "release-teachers": release_teachers_block(), "ensemble-students": ensemble_students_block(),
+            "release-pruning": release_pruning_block()}
 
 
 def blocks() -> dict[str, str]:

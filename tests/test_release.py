@@ -83,7 +83,7 @@ def test_release_profile_defaults():
     assert profiles.resolve("release", "02_teacher", {"epochs": None, "init": None})["epochs"] == 0
     students = profiles.sweep("release", "04_distill")
     assert {s["size"] for s in students} == {"50k", "250k", "1M"} and {s["labeled_mix"] for s in students} == {"0"}
-    assert profiles.sweep("release", "05_prune") == [{"size": "250k"}] and profiles.sweep("release", "07_listen") == []
+    assert profiles.sweep("release", "05_prune") == [{"size": "1M"}, {"size": "250k"}] and profiles.sweep("release", "07_listen") == []
     assert profiles.resolve("release", "04_distill", {"hint_weight": None})["hint_weight"] == 0.3
     assert all(profiles.resolve(p, "04_distill", {"hint_weight": None})["hint_weight"] == 0.0
                for p in ("smoke", "demo", "paper"))

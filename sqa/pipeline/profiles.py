@@ -160,12 +160,12 @@ SWEEPS: dict[str, dict[str, list[dict[str, str]]]] = {
         "05_prune": [{"size": size} for size in ("1M", "250k")],
     },
     # the shipped students (sqa.pretrained): distilled from the released DistillMOS on the release
-    # pool alone (no labeled mix: its only labels are the teacher's); the teacher pruned to 250k,
-    # the paper's alternative, for comparison (not shipped); no listening
+    # pool alone (no labeled mix: its only labels are the teacher's); the teacher pruned to 1M and
+    # 250k, the paper's alternative, for comparison (not shipped); no listening
     "release": {
         "04_distill": [{"size": size, "mode": "distill", "labeled_mix": "0", "lr": DEMO_STUDENT_LR[size]}
                        for size in ("50k", "250k", "1M")],
-        "05_prune": [{"size": "250k"}],
+        "05_prune": [{"size": "1M"}, {"size": "250k"}],
         "07_listen": [],
     },
     "paper": {
