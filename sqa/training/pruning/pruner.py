@@ -190,10 +190,10 @@ def prune_to(model: "nn.Module", size: str | int, calibration: "Calibration", me
 
 def prune_once(run: runs.Run, model: "nn.Module", calibrate, size: str | int, method: str = "taylor",
                **kwargs) -> PruneResult:
-    """:func:`prune_to` on the calibration set ``calibrate()`` makes, done once per run: the pruned
-    model (``pruned.safetensors``, before fine-tuning) and its history (``prune_history.csv``)
-    are kept in the run folder, so a re-entered run (same identity) reads them back instead of
-    pruning again."""
+    """:func:`prune_to` on the calibration set that ``calibrate()`` draws (e.g. a ``functools.partial``
+    of :func:`calibration_set`), done once per run: the pruned model (``pruned.safetensors``, before
+    fine-tuning) and its history (``prune_history.csv``) are kept in the run folder, so a re-entered
+    run (same identity) reads them back instead of pruning again."""
     from sqa import atomic
     from sqa.models import checkpoint
 
